@@ -1,0 +1,5 @@
+//! # noprop-fm
+//!
+//! NoProp-FM, usable on its own as a library. Depends only on
+//! `noprop-core`, `noprop-block` and candle; never on another variant, on
+//! the data crate or on the trainer.
