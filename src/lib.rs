@@ -10,4 +10,5 @@ pub use noprop_ct as ct;
 pub use noprop_data as data;
 pub use noprop_dt as dt;
 pub use noprop_fm as fm;
+pub use noprop_kernels as kernels;
 pub use noprop_train as train;

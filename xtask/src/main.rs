@@ -1,5 +1,22 @@
-//! Project tasks. Thin by design: it drives `cargo` and the `noprop` binary.
-fn main() {
-    eprintln!("xtask: no task yet");
-    std::process::exit(2);
+//! Project tasks, run as `cargo xtask <task>`.
+//!
+//! Thin by design: each task drives `cargo` and the `noprop` binary; none
+//! reimplements training. One module per task.
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "noprop-rs project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.task {}
 }

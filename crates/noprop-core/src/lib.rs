@@ -7,3 +7,13 @@
 //! `Variant` trait.
 //!
 //! Invariant: this crate does no I/O (no files, no network, no printing).
+
+pub mod ode;
+pub mod params;
+pub mod rng;
+pub mod variant;
+
+pub use ode::OdeSolver;
+pub use params::ParamStore;
+pub use rng::SeededRng;
+pub use variant::{InferenceOptions, StepReport, Variant, VariantKind};

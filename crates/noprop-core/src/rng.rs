@@ -1,0 +1,200 @@
+//! Seeded randomness.
+//!
+//! candle's CPU random number generator cannot be seeded, so every random
+//! number in noprop-rs (initial weights, noise, dropout masks, time samples,
+//! shuffles) is drawn here, on the host, from a ChaCha8 stream, then copied
+//! to the tensor's device. The draw does not depend on the thread count, so
+//! the same seed gives bitwise-identical results on CPU.
+//!
+//! The whole state (seed, stream, word position) fits in 12 `u32` words, so a
+//! checkpoint can store it and a resumed run continues the same stream.
+
+use candle_core::{Device, Result, Shape, Tensor};
+use rand::{Rng, RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::StandardNormal;
+
+/// A seeded, resumable random number generator.
+#[derive(Debug, Clone)]
+pub struct SeededRng {
+    inner: ChaCha8Rng,
+}
+
+/// Number of `u32` words in [`SeededRng::state_words`].
+pub const RNG_STATE_WORDS: usize = 8 + 2 + 4;
+
+impl SeededRng {
+    /// A generator for `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self {
+            inner: ChaCha8Rng::seed_from_u64(seed),
+        }
+    }
+
+    /// An independent generator derived from this one's seed and `stream`,
+    /// at word position 0. Deriving does not advance `self`, so adding a new
+    /// consumer does not shift the numbers other consumers see.
+    pub fn fork(&self, stream: u64) -> Self {
+        let mut inner = ChaCha8Rng::from_seed(self.inner.get_seed());
+        inner.set_stream(stream);
+        Self { inner }
+    }
+
+    /// The full state as `u32` words: 8 seed words, 2 stream words, 4 words of
+    /// the 128-bit word position (little-endian).
+    pub fn state_words(&self) -> Vec<u32> {
+        let seed = self.inner.get_seed();
+        let mut words: Vec<u32> = seed
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let stream = self.inner.get_stream();
+        words.push(stream as u32);
+        words.push((stream >> 32) as u32);
+        let pos = self.inner.get_word_pos();
+        for i in 0..4 {
+            words.push((pos >> (32 * i)) as u32);
+        }
+        words
+    }
+
+    /// Restores a generator from [`SeededRng::state_words`].
+    pub fn from_state_words(words: &[u32]) -> Option<Self> {
+        if words.len() != RNG_STATE_WORDS {
+            return None;
+        }
+        let mut seed = [0u8; 32];
+        for (i, w) in words[..8].iter().enumerate() {
+            seed[4 * i..4 * i + 4].copy_from_slice(&w.to_le_bytes());
+        }
+        let mut inner = ChaCha8Rng::from_seed(seed);
+        inner.set_stream(words[8] as u64 | ((words[9] as u64) << 32));
+        let mut pos: u128 = 0;
+        for i in 0..4 {
+            pos |= (words[10 + i] as u128) << (32 * i);
+        }
+        inner.set_word_pos(pos);
+        Some(Self { inner })
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.inner.next_u64()
+    }
+
+    /// Uniform in `[0, 1)`.
+    pub fn uniform_f32(&mut self) -> f32 {
+        self.inner.random::<f32>()
+    }
+
+    /// Standard normal.
+    pub fn normal_f32(&mut self) -> f32 {
+        self.inner.sample(StandardNormal)
+    }
+
+    /// `n` standard normal draws.
+    pub fn normal_vec(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.normal_f32()).collect()
+    }
+
+    /// `n` uniform draws in `[lo, hi)`.
+    pub fn uniform_vec(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+        (0..n).map(|_| lo + (hi - lo) * self.uniform_f32()).collect()
+    }
+
+    /// An f32 tensor of standard normal draws.
+    pub fn normal<S: Into<Shape>>(&mut self, shape: S, device: &Device) -> Result<Tensor> {
+        let shape = shape.into();
+        let data = self.normal_vec(shape.elem_count());
+        Tensor::from_vec(data, shape, device)
+    }
+
+    /// An f32 tensor of uniform draws in `[lo, hi)`.
+    pub fn uniform<S: Into<Shape>>(
+        &mut self,
+        lo: f32,
+        hi: f32,
+        shape: S,
+        device: &Device,
+    ) -> Result<Tensor> {
+        let shape = shape.into();
+        let data = self.uniform_vec(shape.elem_count(), lo, hi);
+        Tensor::from_vec(data, shape, device)
+    }
+
+    /// An inverted-dropout mask: each element is `1 / (1 - p)` with
+    /// probability `1 - p`, else 0. Multiply activations by it in training.
+    pub fn dropout_mask<S: Into<Shape>>(
+        &mut self,
+        p: f32,
+        shape: S,
+        device: &Device,
+    ) -> Result<Tensor> {
+        let shape = shape.into();
+        let scale = 1.0 / (1.0 - p);
+        // 24 random bits per element: exact enough for any p, cheap to draw.
+        let threshold = (p as f64 * (1u64 << 24) as f64) as u32;
+        let data: Vec<f32> = (0..shape.elem_count())
+            .map(|_| {
+                if (self.inner.next_u32() >> 8) < threshold {
+                    0.0
+                } else {
+                    scale
+                }
+            })
+            .collect();
+        Tensor::from_vec(data, shape, device)
+    }
+
+    /// A uniformly random permutation of `0..n` (Fisher-Yates).
+    pub fn permutation(&mut self, n: usize) -> Vec<usize> {
+        let mut p: Vec<usize> = (0..n).collect();
+        for i in (1..n).rev() {
+            let j = self.inner.random_range(0..=i);
+            p.swap(i, j);
+        }
+        p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_seed_same_numbers_and_state_round_trips() {
+        let mut a = SeededRng::new(7);
+        let mut b = SeededRng::new(7);
+        assert_eq!(a.normal_vec(100), b.normal_vec(100));
+        let words = a.state_words();
+        let mut c = SeededRng::from_state_words(&words).unwrap();
+        assert_eq!(a.normal_vec(33), c.normal_vec(33));
+        assert_ne!(SeededRng::new(8).normal_vec(4), SeededRng::new(7).normal_vec(4));
+    }
+
+    #[test]
+    fn forks_are_independent_of_parent_position() {
+        let a = SeededRng::new(1);
+        let mut b = SeededRng::new(1);
+        b.normal_vec(10);
+        assert_eq!(a.fork(3).normal_vec(5), b.fork(3).normal_vec(5));
+        assert_ne!(a.fork(3).normal_vec(5), a.fork(4).normal_vec(5));
+    }
+
+    #[test]
+    fn permutation_is_a_permutation() {
+        let mut r = SeededRng::new(0);
+        let mut p = r.permutation(1000);
+        p.sort_unstable();
+        assert_eq!(p, (0..1000).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn dropout_mask_rate() {
+        let mut r = SeededRng::new(0);
+        let m = r.dropout_mask(0.2, 100_000, &Device::Cpu).unwrap();
+        let v = m.to_vec1::<f32>().unwrap();
+        let zeros = v.iter().filter(|&&x| x == 0.0).count() as f64 / v.len() as f64;
+        assert!((zeros - 0.2).abs() < 0.01, "{zeros}");
+        assert!(v.iter().all(|&x| x == 0.0 || (x - 1.25).abs() < 1e-6));
+    }
+}
