@@ -16,4 +16,4 @@ pub mod variant;
 pub use ode::OdeSolver;
 pub use params::ParamStore;
 pub use rng::SeededRng;
-pub use variant::{InferenceOptions, StepReport, Variant, VariantKind};
+pub use variant::{InferenceOptions, ModelSpec, StepReport, Variant, VariantKind};

@@ -29,6 +29,33 @@ impl VariantKind {
     }
 }
 
+/// The shape of the problem a model is built for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelSpec {
+    /// Image channels (1 for MNIST, 3 for CIFAR).
+    pub in_channels: usize,
+    /// Image height = width (28 for MNIST, 32 for CIFAR).
+    pub image_size: usize,
+    /// Number of classes m.
+    pub num_classes: usize,
+}
+
+impl ModelSpec {
+    /// MNIST-family: 1x28x28, 10 classes.
+    pub fn mnist() -> Self {
+        Self {
+            in_channels: 1,
+            image_size: 28,
+            num_classes: 10,
+        }
+    }
+
+    /// Number of scalars in one image (C*H*W), the prototype embedding size.
+    pub fn image_dim(&self) -> usize {
+        self.in_channels * self.image_size * self.image_size
+    }
+}
+
 /// What one training step did, as plain numbers.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StepReport {
