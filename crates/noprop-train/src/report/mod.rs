@@ -1,0 +1,185 @@
+//! `noprop compare`: a side-by-side report of several training runs.
+//!
+//! Reads run directories written by `noprop train` (see [`run`] for the files
+//! used) and writes into `--out`:
+//!
+//! - `report.md`: setup, a summary table (variant, test accuracy, train
+//!   accuracy, training time, inference time in ms per image, parameter
+//!   count, test accuracy (%) per million parameters, best epoch), notes on
+//!   where each number came from, the per-epoch table and the plots;
+//! - `report.json`: the same numbers for scripts ([`CompareReport`]);
+//! - PNG figures (see [`plots`]): learning curves, final accuracy, training
+//!   and inference time, model size, accuracy per parameter, accuracy
+//!   against speed, and the noise schedules (DT cosine, CT learned; read
+//!   from each run's `info.json`, the saved output of `noprop info --json`).
+//!
+//! Accuracies are fractions in [0, 1] in `report.json` and percentages in
+//! `report.md` and the plots.
+
+mod epoch;
+mod fields;
+mod markdown;
+mod plots;
+mod run;
+mod schedule;
+mod summary;
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+
+pub use self::epoch::EpochMetrics;
+pub use self::run::RunData;
+pub use self::schedule::ScheduleCurve;
+pub use self::summary::RunSummary;
+
+/// Arguments of `noprop compare`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CompareArgs {
+    /// Run directories to compare (each written by `noprop train --out`).
+    #[arg(long, num_args = 1.., required = true, value_name = "DIR")]
+    pub runs: Vec<PathBuf>,
+    /// Where to write report.md, report.json and the plots.
+    #[arg(long, value_name = "DIR", default_value = "runs/compare")]
+    pub out: PathBuf,
+    /// Print report.json to stdout instead of the summary table.
+    #[arg(long)]
+    pub json: bool,
+    /// The command that produced the runs, recorded in the report.
+    #[arg(long, value_name = "TEXT")]
+    pub note: Option<String>,
+}
+
+/// The per-epoch metrics of one run, for `report.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunEpochs {
+    pub name: String,
+    pub variant: String,
+    pub label: String,
+    pub epochs: Vec<EpochMetrics>,
+}
+
+/// Everything `report.json` holds.
+#[derive(Debug, Clone, Serialize)]
+pub struct CompareReport {
+    /// When the report was made, "YYYY-MM-DD HH:MM:SS".
+    pub generated_utc: String,
+    /// The command that produced the runs (`--note`).
+    pub note: Option<String>,
+    /// One summary per run, in `--runs` order.
+    pub runs: Vec<RunSummary>,
+    /// Per-epoch metrics per run.
+    pub epochs: Vec<RunEpochs>,
+    /// Noise schedules found in the runs' `info.json`.
+    pub schedules: Vec<ScheduleCurve>,
+    /// Plot file names, relative to the report's directory.
+    pub plots: Vec<String>,
+}
+
+impl CompareReport {
+    /// Builds the report's numbers from loaded runs (no files written).
+    pub fn from_runs(runs: &[RunData], note: Option<String>) -> Self {
+        let summaries: Vec<RunSummary> = runs.iter().map(RunSummary::from_run).collect();
+        let epochs = runs
+            .iter()
+            .zip(&summaries)
+            .map(|(run, s)| RunEpochs {
+                name: run.name.clone(),
+                variant: run.variant.clone(),
+                label: s.label.clone(),
+                epochs: run.epochs.clone(),
+            })
+            .collect();
+        let schedules = runs
+            .iter()
+            .filter_map(|run| schedule::from_info(run.info.as_ref()?, &run.variant))
+            .collect();
+        Self {
+            generated_utc: utc_now(),
+            note,
+            runs: summaries,
+            epochs,
+            schedules,
+            plots: Vec::new(),
+        }
+    }
+}
+
+/// Runs `noprop compare`: reads the runs, writes report.md, report.json and
+/// the plots into `--out`, and prints the summary table (or the JSON).
+pub fn run_compare(args: &CompareArgs) -> Result<()> {
+    if args.runs.is_empty() {
+        bail!("--runs needs at least one run directory");
+    }
+    let runs = args
+        .runs
+        .iter()
+        .map(|dir| RunData::load(dir))
+        .collect::<Result<Vec<_>>>()?;
+    let report = write_report(&runs, &args.out, args.note.clone())?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", markdown::summary_table(&report.runs));
+        println!("\nReport: {}", args.out.join("report.md").display());
+    }
+    Ok(())
+}
+
+/// Writes report.md, report.json and the plots for `runs` into `out_dir`
+/// (created if needed) and returns the report.
+pub fn write_report(
+    runs: &[RunData],
+    out_dir: &std::path::Path,
+    note: Option<String>,
+) -> Result<CompareReport> {
+    std::fs::create_dir_all(out_dir)
+        .with_context(|| format!("creating output directory {}", out_dir.display()))?;
+    let mut report = CompareReport::from_runs(runs, note);
+    let written = plots::write_plots(out_dir, runs, &report.runs, &report.schedules)?;
+    report.plots = written
+        .iter()
+        .filter_map(|p| Some(p.file_name()?.to_string_lossy().into_owned()))
+        .collect();
+    let json_path = out_dir.join("report.json");
+    std::fs::write(&json_path, serde_json::to_string_pretty(&report)? + "\n")
+        .with_context(|| format!("writing {}", json_path.display()))?;
+    let md_path = out_dir.join("report.md");
+    std::fs::write(&md_path, markdown::render(&report))
+        .with_context(|| format!("writing {}", md_path.display()))?;
+    Ok(report)
+}
+
+/// The current UTC time as "YYYY-MM-DD HH:MM:SS".
+fn utc_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    format_utc(secs)
+}
+
+/// Formats seconds since 1970-01-01 UTC, using the proleptic Gregorian
+/// calendar (days-to-civil conversion of H. Hinnant's date algorithms).
+fn format_utc(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests;
