@@ -3,6 +3,8 @@
 //! Thin by design: each task drives `cargo` and the `noprop` binary; none
 //! reimplements training. One module per task.
 
+mod train_all;
+
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
@@ -14,9 +16,14 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Task {}
+enum Task {
+    /// Train NoProp-DT, -CT and -FM on MNIST and write a comparison report.
+    TrainAll(train_all::TrainAllArgs),
+}
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    match cli.task {}
+    match cli.task {
+        Task::TrainAll(args) => train_all::run(&args),
+    }
 }
