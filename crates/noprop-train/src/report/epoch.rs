@@ -47,8 +47,6 @@ const TEST_ACC_KEYS: &[&str] = &[
     "test_acc",
     "test.accuracy",
     "test.acc",
-    "val_accuracy",
-    "validation_accuracy",
 ];
 const TRAIN_SECONDS_KEYS: &[&str] = &[
     "epoch_seconds",
@@ -63,7 +61,7 @@ const EVAL_SECONDS_KEYS: &[&str] = &[
     "test_seconds",
     "eval.seconds",
 ];
-const LR_KEYS: &[&str] = &["lr", "learning_rate"];
+const LR_KEYS: &[&str] = &["learning_rate", "lr"];
 
 impl EpochMetrics {
     /// Parses one `metrics.jsonl` object. `index` (0-based line number)
@@ -122,20 +120,30 @@ fn loss_terms(value: &Value) -> Vec<(String, f64)> {
     }
 }
 
-/// Reads every epoch of a `metrics.jsonl` file. Blank lines are skipped; a
-/// line that is not JSON is an error naming the file and line. Epoch numbers
+/// Reads every epoch of a `metrics.jsonl` file. Blank lines are skipped, and
+/// so is a last line cut short (no final newline) by a crash mid-write; any
+/// other line that is not JSON is an error naming the file and line. Epoch numbers
 /// are made 1-based: if the file counts from 0, every epoch is shifted by one.
 /// When a resumed run logged an epoch twice, the later line wins.
 pub fn read_metrics(path: &Path) -> Result<Vec<EpochMetrics>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut epochs = Vec::new();
+    let line_count = text.lines().count();
     for (line_index, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
-        let value: Value = serde_json::from_str(line)
-            .with_context(|| format!("{}:{}: not a JSON line", path.display(), line_index + 1))?;
+        let value: Value = match serde_json::from_str(line) {
+            Ok(value) => value,
+            // A crash while appending leaves a last line without its newline.
+            Err(_) if line_index + 1 == line_count && !text.ends_with('\n') => break,
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!("{}:{}: not a JSON line", path.display(), line_index + 1)
+                })
+            }
+        };
         let epoch = EpochMetrics::from_json(&value, epochs.len())
             .with_context(|| format!("{}:{}", path.display(), line_index + 1))?;
         epochs.push(epoch);
@@ -212,6 +220,15 @@ mod tests {
         assert_eq!(epochs.len(), 2);
         assert_eq!((epochs[0].epoch, epochs[0].test_accuracy), (1, Some(0.5)));
         assert_eq!((epochs[1].epoch, epochs[1].test_accuracy), (2, Some(0.7)));
+    }
+
+    #[test]
+    fn skips_a_last_line_cut_short() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metrics.jsonl");
+        std::fs::write(&path, "{\"epoch\":1}\n{\"epoch\":2,\"te").unwrap();
+        let epochs = read_metrics(&path).unwrap();
+        assert_eq!(epochs.len(), 1);
     }
 
     #[test]
