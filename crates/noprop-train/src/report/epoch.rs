@@ -42,12 +42,7 @@ const STEP_KEYS: &[&str] = &["step", "global_step", "steps"];
 const LOSS_KEYS: &[&str] = &["train_loss", "loss", "train.loss"];
 const TERMS_KEYS: &[&str] = &["loss_terms", "terms", "train_terms", "train.terms"];
 const TRAIN_ACC_KEYS: &[&str] = &["train_accuracy", "train_acc", "train.accuracy", "train.acc"];
-const TEST_ACC_KEYS: &[&str] = &[
-    "test_accuracy",
-    "test_acc",
-    "test.accuracy",
-    "test.acc",
-];
+const TEST_ACC_KEYS: &[&str] = &["test_accuracy", "test_acc", "test.accuracy", "test.acc"];
 const TRAIN_SECONDS_KEYS: &[&str] = &[
     "epoch_seconds",
     "train_seconds",
