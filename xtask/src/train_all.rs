@@ -8,7 +8,9 @@
 //! 2. per variant: `noprop train ... --out OUT/<variant>`, then
 //!    `noprop eval --checkpoint OUT/<variant>/last.safetensors --json` and
 //!    `noprop info --checkpoint ... --json`, their stdout saved as
-//!    `eval.json` and `info.json` in the run directory;
+//!    `eval.json` and `info.json` in the run directory (for CT also
+//!    `noprop info --variant ct --config OUT/ct/config.toml --json`, the
+//!    untrained model's schedule, as `info-initial.json`);
 //! 3. `noprop compare --runs OUT/<variant>... --out OUT`, which writes
 //!    `report.md`, `report.json` and the plots and prints the summary table.
 //!
@@ -117,6 +119,9 @@ pub const DEFAULT_PLAN: [(Variant, Option<usize>, usize); 3] = [
     (Variant::Ct, None, 3),
     (Variant::Fm, None, 3),
 ];
+
+/// Points of the CT schedule grid asked of `noprop info` (a smooth curve).
+const SCHEDULE_GRID: usize = 101;
 
 /// `--quick` sizes.
 const QUICK_TRAIN_LIMIT: usize = 2_000;
@@ -229,14 +234,15 @@ pub fn plan(args: &TrainAllArgs, workspace: &Path, noprop: &Path) -> Result<Vec<
             stdout_to: None,
         });
 
+        // The final model, evaluated once more on its own: the report's
+        // test accuracy and inference time.
         let checkpoint = run_dir.join("last.safetensors");
         let mut eval = Command::new(noprop);
-        eval.arg("eval")
-            .arg("--checkpoint")
-            .arg(&checkpoint)
-            .arg("--device")
-            .arg(args.device.name())
-            .arg("--json");
+        eval.arg("eval").arg("--checkpoint").arg(&checkpoint);
+        if let Some(n) = s.test_limit {
+            eval.arg("--test-limit").arg(n.to_string());
+        }
+        eval.arg("--json");
         steps.push(Step {
             command: eval,
             stdout_to: Some(run_dir.join("eval.json")),
@@ -245,11 +251,31 @@ pub fn plan(args: &TrainAllArgs, workspace: &Path, noprop: &Path) -> Result<Vec<
         info.arg("info")
             .arg("--checkpoint")
             .arg(&checkpoint)
+            .arg("--grid")
+            .arg(SCHEDULE_GRID.to_string())
             .arg("--json");
         steps.push(Step {
             command: info,
             stdout_to: Some(run_dir.join("info.json")),
         });
+        if s.variant == Variant::Ct {
+            // The same model before training, for the learned schedule's
+            // starting point.
+            let mut initial = Command::new(noprop);
+            initial
+                .arg("info")
+                .arg("--variant")
+                .arg("ct")
+                .arg("--config")
+                .arg(run_dir.join("config.toml"))
+                .arg("--grid")
+                .arg(SCHEDULE_GRID.to_string())
+                .arg("--json");
+            steps.push(Step {
+                command: initial,
+                stdout_to: Some(run_dir.join("info-initial.json")),
+            });
+        }
         run_dirs.push(run_dir);
     }
     let mut compare = Command::new(noprop);
@@ -488,15 +514,19 @@ mod tests {
         let ws = Path::new("/ws");
         let steps = plan(&args, ws, Path::new("/bin/noprop")).unwrap();
         let lines = lines(&steps);
-        // 3 commands per variant, then compare.
-        assert_eq!(lines.len(), 10);
+        // 3 commands per variant (4 for CT), then compare.
+        assert_eq!(lines.len(), 11);
         assert_eq!(
             lines[0],
             "/bin/noprop train --variant dt --seed 0 --epochs 1 --device cpu --out /ws/runs/compare/dt"
         );
         assert_eq!(
             lines[1],
-            "/bin/noprop eval --checkpoint /ws/runs/compare/dt/last.safetensors --device cpu --json"
+            "/bin/noprop eval --checkpoint /ws/runs/compare/dt/last.safetensors --json"
+        );
+        assert_eq!(
+            lines[2],
+            "/bin/noprop info --checkpoint /ws/runs/compare/dt/last.safetensors --grid 101 --json"
         );
         assert_eq!(
             steps[1].stdout_to.as_deref(),
@@ -508,7 +538,15 @@ mod tests {
         );
         assert!(lines[3].starts_with("/bin/noprop train --variant ct --seed 0 --epochs 3 "));
         assert_eq!(
-            lines[9],
+            lines[6],
+            "/bin/noprop info --variant ct --config /ws/runs/compare/ct/config.toml --grid 101 --json"
+        );
+        assert_eq!(
+            steps[6].stdout_to.as_deref(),
+            Some(Path::new("/ws/runs/compare/ct/info-initial.json"))
+        );
+        assert_eq!(
+            lines[10],
             "/bin/noprop compare --runs /ws/runs/compare/dt /ws/runs/compare/ct /ws/runs/compare/fm --out /ws/runs/compare --note 'cargo xtask train-all'"
         );
     }
@@ -532,6 +570,10 @@ mod tests {
         assert_eq!(
             lines[0],
             "noprop train --variant fm --seed 7 --epochs 2 --device cpu --train-limit 2000 --test-limit 1000 --out /tmp/x/fm"
+        );
+        assert_eq!(
+            lines[1],
+            "noprop eval --checkpoint /tmp/x/fm/last.safetensors --test-limit 1000 --json"
         );
         assert!(lines[3].starts_with("noprop train --variant dt "));
         assert!(lines[6].ends_with(

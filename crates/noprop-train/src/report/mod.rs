@@ -10,8 +10,9 @@
 //! - `report.json`: the same numbers for scripts ([`CompareReport`]);
 //! - PNG figures (see [`plots`]): learning curves, final accuracy, training
 //!   and inference time, model size, accuracy per parameter, accuracy
-//!   against speed, and the noise schedules (DT cosine, CT learned; read
-//!   from each run's `info.json`, the saved output of `noprop info --json`).
+//!   against speed, and the noise schedules (DT cosine, CT initial and
+//!   learned; read from each run's `info.json` and `info-initial.json`, the
+//!   saved output of `noprop info --json`).
 //!
 //! Accuracies are fractions in [0, 1] in `report.json` and percentages in
 //! `report.md` and the plots.
@@ -93,7 +94,14 @@ impl CompareReport {
             .collect();
         let schedules = runs
             .iter()
-            .filter_map(|run| schedule::from_info(run.info.as_ref()?, &run.variant))
+            .flat_map(|run| {
+                [
+                    (run.initial_info.as_ref(), true),
+                    (run.info.as_ref(), false),
+                ]
+                .into_iter()
+                .filter_map(|(info, initial)| schedule::from_info(info?, &run.variant, initial))
+            })
             .collect();
         Self {
             generated_utc: utc_now(),

@@ -9,7 +9,8 @@
 //! | `metrics.jsonl` | `noprop train` (required) | per-epoch losses, accuracies, times |
 //! | `summary.json` | `noprop train`, if it writes one | final numbers, when present |
 //! | `eval.json` | `noprop eval --json` saved by xtask | final test accuracy, inference time |
-//! | `info.json` | `noprop info --json` saved by xtask | parameter count, noise schedule |
+//! | `info.json` | `noprop info --checkpoint last.safetensors --json` saved by xtask | parameter count, noise schedule |
+//! | `info-initial.json` | `noprop info --variant ct --config config.toml --json` saved by xtask (CT) | the schedule before training |
 //!
 //! Only the first two are required; every number the others would give has
 //! a fallback (see `summary.rs`).
@@ -37,6 +38,8 @@ pub struct RunData {
     pub summary: Option<Value>,
     pub eval: Option<Value>,
     pub info: Option<Value>,
+    /// `info-initial.json`: the untrained model (CT's initial schedule).
+    pub initial_info: Option<Value>,
 }
 
 impl RunData {
@@ -72,6 +75,7 @@ impl RunData {
         let summary = read_optional_json(&dir.join("summary.json"))?;
         let eval = read_optional_json(&dir.join("eval.json"))?;
         let info = read_optional_json(&dir.join("info.json"))?;
+        let initial_info = read_optional_json(&dir.join("info-initial.json"))?;
 
         let name = dir
             .canonicalize()
@@ -97,6 +101,7 @@ impl RunData {
             summary,
             eval,
             info,
+            initial_info,
         })
     }
 }

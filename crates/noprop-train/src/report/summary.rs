@@ -282,6 +282,7 @@ mod tests {
             summary: None,
             eval,
             info,
+            initial_info: None,
         }
     }
 

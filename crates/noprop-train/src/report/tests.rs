@@ -96,6 +96,10 @@ fn writes_report_tables_json_and_plots_for_three_runs() {
     let tmp = tempfile::tempdir().unwrap();
     let dt = write_run(tmp.path(), "dt", &[0.95, 0.975], Some(dt_info()));
     let ct = write_run(tmp.path(), "ct", &[0.70, 0.85], Some(ct_info()));
+    let mut initial = ct_info();
+    initial["schedule"]["alpha_bar"] = json!([0.01, 0.99]);
+    initial["schedule"]["t"] = json!([0.0, 1.0]);
+    std::fs::write(ct.join("info-initial.json"), initial.to_string()).unwrap();
     let fm = write_run(tmp.path(), "fm", &[0.96, 0.98], None);
     std::fs::write(
         fm.join("eval.json"),
@@ -141,8 +145,10 @@ fn writes_report_tables_json_and_plots_for_three_runs() {
     assert_eq!(report["runs"].as_array().unwrap().len(), 3);
     assert_eq!(report["runs"][0]["parameters"], 9_199_460);
     assert_eq!(report["runs"][2]["test_accuracy"], 0.9812);
-    assert_eq!(report["schedules"].as_array().unwrap().len(), 2);
+    assert_eq!(report["schedules"].as_array().unwrap().len(), 3);
     assert_eq!(report["schedules"][0]["label"], "DT cosine (T=4)");
+    assert_eq!(report["schedules"][1]["label"], "CT initial");
+    assert_eq!(report["schedules"][2]["label"], "CT learned");
     assert_eq!(report["epochs"][1]["epochs"].as_array().unwrap().len(), 2);
     assert_eq!(report["plots"].as_array().unwrap().len(), 7);
 

@@ -21,6 +21,8 @@ pub struct Series {
     pub points: Vec<(f64, f64)>,
     /// Draw markers (discrete data) and the line.
     pub markers: bool,
+    /// Dashed line (a reference curve, e.g. an initial schedule).
+    pub dashed: bool,
 }
 
 /// The y axis of a line panel.
@@ -130,13 +132,34 @@ where
     for (i, s) in series.iter().enumerate() {
         let color = variant_color(&s.variant, i);
         let points: Vec<(f64, f64)> = s.points.iter().copied().filter(|p| keep(p.1)).collect();
-        chart
-            .draw_series(LineSeries::new(points.clone(), color.stroke_width(3)))
-            .plot_err()?
-            .label(s.label.clone())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(3))
-            });
+        let annotation = if s.dashed {
+            chart
+                .draw_series(DashedLineSeries::new(
+                    points.clone(),
+                    10,
+                    6,
+                    color.stroke_width(2),
+                ))
+                .plot_err()?
+        } else {
+            chart
+                .draw_series(LineSeries::new(points.clone(), color.stroke_width(3)))
+                .plot_err()?
+        };
+        let dashed = s.dashed;
+        annotation.label(s.label.clone()).legend(move |(x, y)| {
+            if dashed {
+                // Two dashes, like the line.
+                EmptyElement::at((x, y))
+                    + PathElement::new(vec![(0, 0), (9, 0)], color.stroke_width(2))
+                    + PathElement::new(vec![(15, 0), (24, 0)], color.stroke_width(2))
+            } else {
+                // Two touching halves: a solid line of the same element type.
+                EmptyElement::at((x, y))
+                    + PathElement::new(vec![(0, 0), (12, 0)], color.stroke_width(3))
+                    + PathElement::new(vec![(12, 0), (24, 0)], color.stroke_width(3))
+            }
+        });
         if s.markers {
             chart
                 .draw_series(points.iter().map(|p| Circle::new(*p, 5, color.filled())))

@@ -8,7 +8,7 @@
 //! | `model_size.png` | parameter count bars (millions) |
 //! | `accuracy_per_param.png` | test accuracy (%) per million parameters |
 //! | `speed_vs_accuracy.png` | test accuracy against training time and against inference time |
-//! | `noise_schedules.png` | alpha_bar(t) and SNR(t) (log) of DT's cosine and CT's learned schedule |
+//! | `noise_schedules.png` | alpha_bar(t) and SNR(t) (log) of DT's cosine schedule and CT's learned one (dashed: CT's initial schedule) |
 //!
 //! A figure whose numbers are missing for every run is still written, with
 //! "no data" in its panel, so the report's links never break.
@@ -169,6 +169,7 @@ fn learning_curves(path: &Path, runs: &[RunData], summaries: &[RunSummary]) -> R
                     .filter_map(|e| Some((e.epoch as f64, value(e)?)))
                     .collect(),
                 markers: true,
+                dashed: false,
             })
             .collect()
     };
@@ -364,6 +365,7 @@ fn noise_schedules(path: &Path, schedules: &[ScheduleCurve]) -> Result<()> {
                 variant: c.variant.clone(),
                 points: (0..c.t.len()).map(|i| (c.t[i], value(c, i))).collect(),
                 markers: c.discrete,
+                dashed: c.initial,
             })
             .collect()
     };
