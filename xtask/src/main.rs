@@ -3,6 +3,7 @@
 //! Thin by design: each task drives `cargo` and the `noprop` binary; none
 //! reimplements training. One module per task.
 
+mod cuda;
 mod train_all;
 
 use anyhow::Result;
@@ -19,11 +20,20 @@ struct Cli {
 enum Task {
     /// Train NoProp-DT, -CT and -FM on MNIST and write a comparison report.
     TrainAll(train_all::TrainAllArgs),
+    /// Set up a CUDA 13.0 toolkit under target/ (pip wheels, or the system's).
+    CudaToolkit(cuda::toolkit::ToolkitArgs),
+    /// Build the workspace with `--features cuda` in target/cuda.
+    CheckCuda(cuda::check::CheckArgs),
+    /// Build and bundle the CUDA `noprop` binary for scripts/cuda/gpu-check.sh.
+    GpuCheck(cuda::gpu_check::GpuCheckArgs),
 }
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.task {
         Task::TrainAll(args) => train_all::run(&args),
+        Task::CudaToolkit(args) => cuda::toolkit::run(&args),
+        Task::CheckCuda(args) => cuda::check::run(&args),
+        Task::GpuCheck(args) => cuda::gpu_check::run(&args),
     }
 }
