@@ -252,10 +252,22 @@ mod tests {
         let mut map: HashMap<String, Tensor> = build(1).named_tensors().into_iter().collect();
         s.load(&map).unwrap();
         assert_eq!(
-            s.get("a.weight").unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-            map["a.weight"].flatten_all().unwrap().to_vec1::<f32>().unwrap()
+            s.get("a.weight")
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap(),
+            map["a.weight"]
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
         );
-        map.insert("a.weight".into(), Tensor::zeros((3, 3), DType::F32, &Device::Cpu).unwrap());
+        map.insert(
+            "a.weight".into(),
+            Tensor::zeros((3, 3), DType::F32, &Device::Cpu).unwrap(),
+        );
         assert!(s.load(&map).is_err());
     }
 }

@@ -86,6 +86,11 @@ impl SeededRng {
         self.inner.random::<f32>()
     }
 
+    /// Uniform in `[0, 1)` with 53 random bits (host-side sampling in f64).
+    pub fn uniform_f64(&mut self) -> f64 {
+        (self.inner.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+
     /// Standard normal.
     pub fn normal_f32(&mut self) -> f32 {
         self.inner.sample(StandardNormal)
@@ -98,7 +103,9 @@ impl SeededRng {
 
     /// `n` uniform draws in `[lo, hi)`.
     pub fn uniform_vec(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
-        (0..n).map(|_| lo + (hi - lo) * self.uniform_f32()).collect()
+        (0..n)
+            .map(|_| lo + (hi - lo) * self.uniform_f32())
+            .collect()
     }
 
     /// An f32 tensor of standard normal draws.
@@ -168,7 +175,10 @@ mod tests {
         let words = a.state_words();
         let mut c = SeededRng::from_state_words(&words).unwrap();
         assert_eq!(a.normal_vec(33), c.normal_vec(33));
-        assert_ne!(SeededRng::new(8).normal_vec(4), SeededRng::new(7).normal_vec(4));
+        assert_ne!(
+            SeededRng::new(8).normal_vec(4),
+            SeededRng::new(7).normal_vec(4)
+        );
     }
 
     #[test]
