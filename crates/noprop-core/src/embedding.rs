@@ -6,8 +6,8 @@
 //!   variable: it is in no `ParamStore`, no optimizer sees it, no checkpoint
 //!   holds it.
 //! - **learned, d = k** (`"dim20"`, `"dimK"`): a variable initialised
-//!   orthogonally. From a k-by-... Gaussian matrix G [m, k] drawn row-major
-//!   from the seeded generator, Gram-Schmidt orthonormalises the rows when
+//!   orthogonally: from a Gaussian matrix G [m, k] drawn row-major from the
+//!   seeded generator, modified Gram-Schmidt orthonormalises the rows when
 //!   k >= m (so W W^T = I_m: every u_y has unit norm and they are mutually
 //!   orthogonal) and the columns when k < m (W^T W = I_k; rows then have
 //!   norm sqrt(k/m) on average). This is QR with a positive-diagonal R, the

@@ -9,6 +9,7 @@
 //! | [`schedule::cosine`] | [`CosineSchedule`]: alpha_bar, alpha, SNR, SNR deltas, Eq. 3 posterior coefficients, `table()` | DT |
 //! | [`schedule::learned`] | [`LearnedSchedule`]: trainable gamma(t), alpha_bar, SNR, SNR', probability-flow drift, importance sampling of t | CT |
 //! | [`kl`] | [`kl_prior`], [`kl_prior_tensor`]: closed-form KL(q(z_0 \| y) \|\| N(0, I)) | DT, CT |
+//! | [`marginal`] | [`marginal_sample`]: z ~ q(z_t \| y) with one or per-row alpha_bar | DT, CT |
 //! | [`mix`] | [`softmax_mix`] (DT/CT block output), [`linear_mix`] (FM) | block, variants |
 //! | [`embedding`] | [`ClassEmbedding`] W [m, d]: one-hot, learned dim-k (orthogonal), prototype | all |
 //! | [`time_embedding`] | [`SinusoidalTimeEmbedding`]: t [B] -> [B, 64] on 1000 t | block (CT/FM) |
@@ -28,7 +29,7 @@
 //!
 //! ```
 //! use candle_core::{Device, Tensor};
-//! use noprop_core::{kl_prior, softmax_mix, ClassEmbedding, CosineSchedule, EmbeddingKind, ParamStore, SeededRng};
+//! use noprop_core::{kl_prior, marginal_sample, softmax_mix, ClassEmbedding, CosineSchedule, EmbeddingKind, ParamStore, SeededRng};
 //!
 //! # fn main() -> candle_core::Result<()> {
 //! let dev = Device::Cpu;
@@ -40,8 +41,7 @@
 //! let u_y = w.rows(&labels)?; // [B, d]
 //! let t = 4; // block t sees z_{t-1} ~ q(z_{t-1} | y)
 //! let ab: f64 = schedule.alpha_bar(t - 1)?;
-//! let noise = rng.normal(u_y.shape(), &dev)?;
-//! let z_prev = ((&u_y * ab.sqrt())? + (noise * (1.0 - ab).sqrt())?)?;
+//! let z_prev = marginal_sample(&u_y, ab, &mut rng)?;
 //! let logits = Tensor::zeros((2, 10), candle_core::DType::F32, &dev)?; // block(x, z_prev)
 //! let u_hat = softmax_mix(&logits, &w.matrix())?;
 //! let denoise = ((u_hat - &u_y)?.sqr()?.sum(1)?.mean(0)? * schedule.loss_weight(t, 0.1)?)?;
@@ -56,6 +56,7 @@
 
 pub mod embedding;
 pub mod kl;
+pub mod marginal;
 pub mod mix;
 pub mod ode;
 pub mod optim;
@@ -67,6 +68,7 @@ pub mod variant;
 
 pub use embedding::{ClassEmbedding, EmbeddingKind, EMBEDDING_WEIGHT};
 pub use kl::{kl_prior, kl_prior_tensor};
+pub use marginal::{marginal_sample, marginal_sample_per_row, marginal_with_noise};
 pub use mix::{linear_mix, softmax_mix};
 pub use ode::OdeSolver;
 pub use optim::{Adam, AdamConfig, ParamGroup};

@@ -81,12 +81,16 @@ impl SinusoidalTimeEmbedding {
 }
 
 impl Module for SinusoidalTimeEmbedding {
-    /// t [B] (any float dtype) -> [B, D] in t's dtype.
+    /// t [B] or [B, 1] (any float dtype) -> [B, D] in t's dtype.
     fn forward(&self, t: &Tensor) -> Result<Tensor> {
         self.validate()?;
-        if t.rank() != 1 {
-            candle_core::bail!("time embedding: t must be [B], got shape {:?}", t.dims());
-        }
+        let t = match t.dims() {
+            [_] => t.clone(),
+            [b, 1] => t.reshape(*b)?,
+            dims => {
+                candle_core::bail!("time embedding: t must be [B] or [B, 1], got shape {dims:?}")
+            }
+        };
         let freqs = Tensor::new(self.scaled_frequencies(), t.device())?.to_dtype(t.dtype())?;
         let args = t.unsqueeze(1)?.broadcast_mul(&freqs.unsqueeze(0)?)?; // [B, D/2]
         Tensor::cat(&[&args.sin()?, &args.cos()?], 1)
@@ -125,7 +129,13 @@ mod tests {
         assert!(SinusoidalTimeEmbedding::new(63).is_err());
         assert!(SinusoidalTimeEmbedding::new(0).is_err());
         let e = SinusoidalTimeEmbedding::new(8).unwrap();
-        let t = Tensor::zeros((2, 1), DType::F32, &Device::Cpu).unwrap();
+        let t = Tensor::zeros((2, 2), DType::F32, &Device::Cpu).unwrap();
         assert!(e.forward(&t).is_err());
+        let column = Tensor::new(&[[0.5f32], [0.25]], &Device::Cpu).unwrap();
+        let flat = Tensor::new(&[0.5f32, 0.25], &Device::Cpu).unwrap();
+        assert_eq!(
+            e.forward(&column).unwrap().to_vec2::<f32>().unwrap(),
+            e.forward(&flat).unwrap().to_vec2::<f32>().unwrap()
+        );
     }
 }
