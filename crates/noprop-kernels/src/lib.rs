@@ -1,21 +1,86 @@
 //! # noprop-kernels
 //!
 //! Fast CPU kernels for the operations NoProp's blocks spend their time in,
-//! as candle custom ops with their own backward passes. On other devices the
-//! functions fall back to candle's own ops. Depends only on candle.
+//! as candle custom ops with their own backward passes. On other devices and
+//! dtypes the functions fall back to candle's own ops. Depends only on candle
+//! (and the `gemm` crate candle itself uses).
+//!
+//! | function | math | shapes |
+//! |---|---|---|
+//! | [`conv2d`] | `y = w ⋆ x + b` (valid, stride 1) | `x [B, C_in, H, W]`, `w [C_out, C_in, K_h, K_w]`, `b [C_out]` -> `[B, C_out, H-K_h+1, W-K_w+1]` |
+//! | [`conv2d_relu`] | `y = relu(w ⋆ x + b)` | as [`conv2d`] |
+//! | [`max_pool2x2`] | `y[i, j] = max of x[2i..2i+2, 2j..2j+2]` | `[B, C, H, W]` -> `[B, C, H/2, W/2]` |
+//!
+//! ## How they are fast
+//!
+//! - Convolution forward and both gradients are matrix products around an
+//!   im2col patch matrix (col2im for the input gradient), on the `gemm`
+//!   crate, instead of candle's direct `conv_transpose2d` loop.
+//! - No input gradient is computed for an input that does not need one
+//!   (`Tensor::track_op` is false: the image entering the first layer).
+//! - [`conv2d_relu`] applies bias and ReLU while copying the product out, and
+//!   its backward masks the gradient with the saved output.
+//! - Max pooling sends each gradient to its window's argmax in one pass.
+//!
+//! ## Threading (deliberate; see the benchmark in `docs/benchmarks/`)
+//!
+//! Each op cuts the batch into groups of a fixed number of images (a function
+//! of the layer shape only) and runs the groups on rayon's *current* pool,
+//! each group single-threaded (`gemm` with `Parallelism::None`). Per-group
+//! partial weight/bias gradients are summed in group order. Hence:
+//!
+//! - results are **bitwise identical for any thread count** and any run;
+//! - the thread count is rayon's: `RAYON_NUM_THREADS` for the global pool,
+//!   or a `rayon::ThreadPool::install` scope. A trainer that runs several
+//!   NoProp-DT blocks concurrently gives each a one-thread pool and so gets
+//!   no oversubscription;
+//! - on a shared machine set `CANDLE_NUM_THREADS=1`: candle's element-wise
+//!   ops then run inline instead of on its spinning barrier pool, which
+//!   otherwise competes with these kernels for the same cores.
+//!
+//! ## Choosing the implementation
+//!
+//! The top-level functions use the process-wide [`KernelBackend`]
+//! ([`set_kernel_backend`], or `NOPROP_KERNELS=fast|candle`); [`fast`] and
+//! [`reference`] name one implementation explicitly.
+
+mod backend;
+mod conv;
+mod cpu_data;
+pub mod fast;
+mod im2col;
+mod matmul;
+mod pool;
+pub mod reference;
+mod scratch;
+
+pub use backend::{kernel_backend, set_kernel_backend, KernelBackend, KERNEL_BACKEND_ENV};
 
 use candle_core::{Result, Tensor};
 
 /// Valid (no padding), stride-1 2-D convolution with bias:
-/// `x [B, C_in, H, W]`, `weight [C_out, C_in, K, K]`, `bias [C_out]`
-/// -> `[B, C_out, H-K+1, W-K+1]`.
+/// `x [B, C_in, H, W]`, `weight [C_out, C_in, K_h, K_w]`, `bias [C_out]`
+/// -> `[B, C_out, H-K_h+1, W-K_w+1]`.
 pub fn conv2d(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
-    let y = x.conv2d(weight, 0, 1, 1, 1)?;
-    y.broadcast_add(&bias.reshape((1, bias.elem_count(), 1, 1))?)
+    match kernel_backend()? {
+        KernelBackend::Fast => fast::conv2d(x, weight, bias),
+        KernelBackend::Candle => reference::conv2d(x, weight, bias),
+    }
+}
+
+/// [`conv2d`] followed by ReLU, fused: `relu(w ⋆ x + b)`, same shapes.
+pub fn conv2d_relu(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    match kernel_backend()? {
+        KernelBackend::Fast => fast::conv2d_relu(x, weight, bias),
+        KernelBackend::Candle => reference::conv2d_relu(x, weight, bias),
+    }
 }
 
 /// 2x2 max pooling with stride 2 (odd trailing rows/columns dropped):
 /// `[B, C, H, W]` -> `[B, C, H/2, W/2]`.
 pub fn max_pool2x2(x: &Tensor) -> Result<Tensor> {
-    x.max_pool2d(2)
+    match kernel_backend()? {
+        KernelBackend::Fast => fast::max_pool2x2(x),
+        KernelBackend::Candle => reference::max_pool2x2(x),
+    }
 }

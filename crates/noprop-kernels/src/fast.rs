@@ -1,0 +1,46 @@
+//! The fast kernels, whatever the process-wide backend: custom ops on
+//! contiguous-able f32 CPU tensors, candle's reference ops on other devices
+//! and dtypes.
+//!
+//! Shapes as in [`crate::conv2d`] and [`crate::max_pool2x2`]; shape errors
+//! name the operand and the expected shape.
+
+use candle_core::{DType, Result, Tensor};
+
+use crate::conv::{conv_geometry, Conv2dOp};
+use crate::pool::{pool_dims, MaxPool2x2Op};
+use crate::reference;
+
+/// Whether the custom ops apply: every operand an f32 CPU tensor.
+fn on_cpu_f32(tensors: &[&Tensor]) -> bool {
+    tensors
+        .iter()
+        .all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
+}
+
+/// `w ⋆ x + b`, valid, stride 1.
+pub fn conv2d(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    let geo = conv_geometry(x, weight, bias)?;
+    if !on_cpu_f32(&[x, weight, bias]) {
+        return reference::conv2d(x, weight, bias);
+    }
+    Conv2dOp { geo, relu: false }.apply(x, weight, bias)
+}
+
+/// `relu(w ⋆ x + b)`, valid, stride 1, in one pass.
+pub fn conv2d_relu(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    let geo = conv_geometry(x, weight, bias)?;
+    if !on_cpu_f32(&[x, weight, bias]) {
+        return reference::conv2d_relu(x, weight, bias);
+    }
+    Conv2dOp { geo, relu: true }.apply(x, weight, bias)
+}
+
+/// 2x2, stride-2 max pooling.
+pub fn max_pool2x2(x: &Tensor) -> Result<Tensor> {
+    let dims = pool_dims(x)?;
+    if !on_cpu_f32(&[x]) {
+        return reference::max_pool2x2(x);
+    }
+    MaxPool2x2Op { dims }.apply(x)
+}
