@@ -7,6 +7,7 @@
 //!   d != C*H*W:  FC 256 -> ReLU                                            l [B, 256]
 //!   d == C*H*W:  z read as [B, C, H, H] -> ConvBranch -> FC 256 -> ReLU    l [B, 256]
 //! time    t [B] -> sinusoidal embedding of 1000 t [B, 64] -> FC 256 -> ReLU  e [B, 256]
+//!         (`noprop_core::SinusoidalTimeEmbedding` with its defaults)
 //! fusion  [f, l, e] [B, 768] -> FC 256 -> ReLU -> FC 128 -> ReLU -> FC m   logits [B, m]
 //! ```
 //!
@@ -19,13 +20,13 @@
 
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Linear, VarBuilder};
+use noprop_core::SinusoidalTimeEmbedding;
 
 use crate::config::BlockConfig;
 use crate::conv_branch::ConvBranch;
 use crate::layers::{linear, linear_parameters};
 use crate::mode::Mode;
 use crate::shapes::{check_features, check_latent, check_time, FEATURE_DIM};
-use crate::time_embedding::{time_embedding, TIME_EMBEDDING_DIM, TIME_SCALE};
 
 /// The latent branch: one layer, or convolutions for image-sized z.
 #[derive(Debug, Clone)]
@@ -74,6 +75,7 @@ pub struct CtFmBlock {
     image_convs: ConvBranch,
     image_fc: Linear,
     latent: LatentBranch,
+    time_embedding: SinusoidalTimeEmbedding,
     time_fc: Linear,
     fusion1: Linear,
     fusion2: Linear,
@@ -89,7 +91,9 @@ impl CtFmBlock {
         let image_convs = ConvBranch::new(config, vi.clone())?;
         let image_fc = linear(image_convs.output_dim(), FEATURE_DIM, vi.pp("fc"))?;
         let latent = LatentBranch::new(config, vb.pp("latent"))?;
-        let time_fc = linear(TIME_EMBEDDING_DIM, FEATURE_DIM, vb.pp("time").pp("fc"))?;
+        // 64 sinusoids of 1000 t, as in the reference runs.
+        let time_embedding = SinusoidalTimeEmbedding::default();
+        let time_fc = linear(time_embedding.dim, FEATURE_DIM, vb.pp("time").pp("fc"))?;
         let vf = vb.pp("fusion");
         let fusion1 = linear(3 * FEATURE_DIM, 256, vf.pp("fc1"))?;
         let fusion2 = linear(256, 128, vf.pp("fc2"))?;
@@ -99,6 +103,7 @@ impl CtFmBlock {
             image_convs,
             image_fc,
             latent,
+            time_embedding,
             time_fc,
             fusion1,
             fusion2,
@@ -153,7 +158,7 @@ impl CtFmBlock {
         check_latent(z, batch, self.config.latent_dim)?;
         check_time(t, batch)?;
         let latent = self.latent.forward(z, &self.config, &mut mode)?;
-        let time = time_embedding(t, TIME_EMBEDDING_DIM, TIME_SCALE)?;
+        let time = self.time_embedding.forward(&t.flatten_all()?)?;
         let time = self.time_fc.forward(&time)?.relu()?;
         let h = Tensor::cat(&[features, &latent, &time], 1)?;
         let h = self.fusion1.forward(&h)?.relu()?;

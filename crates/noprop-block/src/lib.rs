@@ -3,8 +3,8 @@
 //! The denoising blocks of NoProp (Li, Teh, Pascanu 2025, Fig. 6). Each block
 //! maps an image x and a noisy class embedding z (and, for CT/FM, a time t)
 //! to m class logits; the variants turn the logits into embedding space with
-//! [`denoised_embedding`] (DT, CT: `softmax(logits) @ W`) or [`velocity`]
-//! (FM: `logits @ W`).
+//! `noprop_core::softmax_mix` (DT, CT: `softmax(logits) @ W`) or
+//! `noprop_core::linear_mix` (FM: `logits @ W`).
 //!
 //! - [`DtBlock`]: image convolutions -> FC 256 -> BN; a latent MLP
 //!   (FC 256 -> BN -> ReLU, twice, then FC 256 -> BN, plus a skip from the
@@ -27,6 +27,31 @@
 //! `noprop_core::ParamStore` the initial values come from a seeded stream in
 //! construction order, so the same seed gives bitwise-identical blocks.
 //!
+//! ```
+//! use candle_core::{DType, Device};
+//! use noprop_block::{BlockConfig, CtFmBlock, Mode};
+//! use noprop_core::{ParamStore, SeededRng};
+//!
+//! # fn main() -> candle_core::Result<()> {
+//! let dev = Device::Cpu;
+//! let config = BlockConfig::for_mnist(10, 10); // one-hot: d = m = 10
+//! let store = ParamStore::new(SeededRng::new(0));
+//! let block = CtFmBlock::new(&config, store.var_builder(DType::F32, &dev))?;
+//! assert_eq!(block.num_parameters(), 867_722);
+//!
+//! let mut rng = SeededRng::new(1);
+//! let x = rng.normal((2, 1, 28, 28), &dev)?;
+//! let z = rng.normal((2, 10), &dev)?;
+//! let t = rng.uniform(0.0, 1.0, 2, &dev)?;
+//! let logits = block.forward(&x, &z, &t, Mode::Train(&mut rng))?; // [2, 10]
+//! // Inference: image features once, then any number of (z, t) steps.
+//! let features = block.image_features(&x, Mode::Eval)?;
+//! let step = block.forward_from_features(&features, &z, &t, Mode::Eval)?;
+//! assert_eq!((logits.dims(), step.dims()), (&[2, 10][..], &[2, 10][..]));
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! ## Choices where the paper is silent or ambiguous
 //!
 //! - Convolutions are 3x3 *valid* (no padding): this is what reproduces the
@@ -41,8 +66,9 @@
 //!   image branch (own weights, with dropout): for DT convolutions ->
 //!   FC 256 -> BN with no skip, for CT/FM convolutions -> FC 256 -> ReLU.
 //!   This replaces the whole latent MLP.
-//! - The time embedding encodes `1000 t` ([`time_embedding`]), since on raw
-//!   t in [0, 1] most sinusoid features are nearly constant.
+//! - The time embedding (`noprop_core::SinusoidalTimeEmbedding`) encodes
+//!   `1000 t`, since on raw t in [0, 1] most sinusoid features are nearly
+//!   constant.
 
 pub mod config;
 pub mod conv_branch;
@@ -50,15 +76,11 @@ pub mod ct_fm_block;
 pub mod dt_block;
 pub mod layers;
 pub mod mode;
-pub mod output;
 pub mod shapes;
-pub mod time_embedding;
 
 pub use config::BlockConfig;
 pub use conv_branch::ConvBranch;
 pub use ct_fm_block::CtFmBlock;
 pub use dt_block::DtBlock;
 pub use mode::Mode;
-pub use output::{denoised_embedding, velocity};
 pub use shapes::FEATURE_DIM;
-pub use time_embedding::{time_embedding, TIME_EMBEDDING_DIM, TIME_SCALE};

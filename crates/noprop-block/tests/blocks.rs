@@ -306,3 +306,23 @@ fn bad_inputs_are_errors_naming_the_problem() {
         .contains("image_size"));
     assert!(CtFmBlock::new(&bad, store.var_builder(DType::F32, &DEV)).is_err());
 }
+
+#[test]
+fn ct_fm_logits_depend_on_time_and_accept_a_time_column() -> Result<()> {
+    let config = BlockConfig::for_mnist(10, 10);
+    let (x, z, t) = inputs(&config, 3, 12);
+    let (_, c) = ct(&config, 0);
+    let f = c.image_features(&x, Mode::Eval)?;
+    let logits = values(&c.forward_from_features(&f, &z, &t, Mode::Eval)?);
+    let column = t.unsqueeze(1)?;
+    assert_eq!(
+        values(&c.forward_from_features(&f, &z, &column, Mode::Eval)?),
+        logits
+    );
+    let later = (&t + 0.01)?;
+    assert_ne!(
+        values(&c.forward_from_features(&f, &z, &later, Mode::Eval)?),
+        logits
+    );
+    Ok(())
+}
