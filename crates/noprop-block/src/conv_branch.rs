@@ -12,7 +12,7 @@
 //! (integer division; MNIST 28 -> S = 4, 2048 features; CIFAR 32 -> S = 5,
 //! 3200 features). Convolutions are valid (no padding), stride 1.
 
-use candle_core::{bail, Module, Result, Tensor};
+use candle_core::{bail, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::config::BlockConfig;
@@ -63,10 +63,10 @@ impl ConvBranch {
             [_, xc, xh, xw] if (*xc, *xh, *xw) == (c, h, h) => {}
             dims => bail!("conv branch: expected input [B, {c}, {h}, {h}], got {dims:?}"),
         }
-        let x = noprop_kernels::max_pool2x2(&self.conv1.forward(x)?.relu()?)?;
+        let x = noprop_kernels::max_pool2x2(&self.conv1.forward_relu(x)?)?;
         let x = mode.dropout(&x, self.dropout)?;
-        let x = mode.dropout(&self.conv2.forward(&x)?.relu()?, self.dropout)?;
-        let x = noprop_kernels::max_pool2x2(&self.conv3.forward(&x)?.relu()?)?;
+        let x = mode.dropout(&self.conv2.forward_relu(&x)?, self.dropout)?;
+        let x = noprop_kernels::max_pool2x2(&self.conv3.forward_relu(&x)?)?;
         let x = mode.dropout(&x, self.dropout)?;
         x.flatten_from(1)
     }

@@ -87,6 +87,12 @@ impl Conv3x3 {
     pub fn num_parameters(&self) -> usize {
         self.weight.elem_count() + self.bias.elem_count()
     }
+
+    /// `relu(conv(x))`, fused in one kernel (every convolution of the blocks
+    /// is followed by a ReLU).
+    pub fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
+        noprop_kernels::conv2d_relu(x, &self.weight, &self.bias)
+    }
 }
 
 impl Module for Conv3x3 {
@@ -173,5 +179,17 @@ mod tests {
         let b = conv.bias().to_vec1::<f32>().unwrap()[0];
         let v = y.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert!(v.iter().all(|&o| (o - (sum_w + b)).abs() < 1e-5));
+        // The fused ReLU gives max(sum(W) + b, 0), and -that on -x.
+        let r = conv
+            .forward_relu(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert!(r.iter().all(|&o| (o - (sum_w + b).max(0.0)).abs() < 1e-5));
+        let r = conv.forward_relu(&x.neg().unwrap()).unwrap();
+        let r = r.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert!(r.iter().all(|&o| (o - (b - sum_w).max(0.0)).abs() < 1e-5));
     }
 }
