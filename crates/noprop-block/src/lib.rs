@@ -83,4 +83,7 @@ pub use conv_branch::ConvBranch;
 pub use ct_fm_block::CtFmBlock;
 pub use dt_block::DtBlock;
 pub use mode::Mode;
+/// The DT/CT block output `softmax(logits) @ W` and the FM block output
+/// `logits @ W`, under the names of what they predict.
+pub use noprop_core::{linear_mix as velocity, softmax_mix as denoised_embedding};
 pub use shapes::FEATURE_DIM;
