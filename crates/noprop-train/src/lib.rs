@@ -1,5 +1,38 @@
 //! # noprop-train
 //!
-//! The `noprop` command-line trainer: train, evaluate, predict, export, and
-//! safetensors checkpoints. It drives the variants through the
-//! `noprop_core` traits without knowing which one it holds.
+//! The `noprop` command-line trainer: train, evaluate, predict, inspect and
+//! export NoProp models; TOML run configurations; safetensors checkpoints
+//! that resume bitwise-exactly; `metrics.jsonl` logs. It drives the variants
+//! (NoProp-DT, -CT, -FM) only through the [`noprop_core::Variant`] trait;
+//! [`variants`] is the one place that knows the concrete crates.
+//!
+//! Modules, one concept each: [`config`] (the run configuration) and
+//! [`overrides`] (`--set key=value`); [`checkpoint`] (the safetensors format,
+//! see `docs/checkpoint-format.md`) written through [`atomic`]; [`metrics`]
+//! (`metrics.jsonl`); [`train`] (the loop) and [`train_command`] (`noprop
+//! train`: run directories, resume); [`eval`], [`predict`], [`info`],
+//! [`export`] (the other subcommands); [`model`] (building models, fresh or
+//! from a checkpoint); [`device`]; [`progress`] (indicatif bars); [`cli`]
+//! (arguments, logging, dispatch; `main.rs` only calls [`cli::main`]);
+//! [`report`] (`noprop compare`: the side-by-side report of several runs).
+
+pub mod atomic;
+pub mod checkpoint;
+pub mod cli;
+pub mod config;
+pub mod device;
+pub mod eval;
+pub mod export;
+pub mod info;
+pub mod metrics;
+pub mod model;
+pub mod overrides;
+pub mod predict;
+pub mod progress;
+pub mod report;
+pub mod train;
+pub mod train_command;
+pub mod variants;
+
+#[cfg(test)]
+mod testing;

@@ -1,4 +1,5 @@
-fn main() {
-    eprintln!("noprop: the trainer is not built yet");
-    std::process::exit(2);
+//! The `noprop` binary; everything lives in the library (see `cli`).
+
+fn main() -> std::process::ExitCode {
+    noprop_train::cli::main()
 }

@@ -1,0 +1,627 @@
+//! Checkpoints: a model, and optionally its training state, in one
+//! safetensors file.
+//!
+//! Tensor names (documented for users in `docs/checkpoint-format.md`):
+//! - the model's variables under their [`noprop_core::ParamStore`] names
+//!   (for example `block.conv1.weight`, `head.weight`), BatchNorm running
+//!   statistics included;
+//! - training checkpoints only: the optimizer state under `optim.*` (as
+//!   [`Variant::optimizer_state`] names it) and the trainer's random number
+//!   generator as `trainer.rng` (u32, [`noprop_core::rng::RNG_STATE_WORDS`]).
+//!
+//! Metadata (a string map): `format` = `noprop-rs`, `format_version`,
+//! `checkpoint` (`training` or `weights`), `variant`, `config` (the run
+//! configuration as JSON), `variant_config` (the variant's own JSON),
+//! `crate_version`, `epoch` (completed epochs), `step` (optimizer steps),
+//! `dataset`, `in_channels`, `image_size`, `num_classes`, `normalize_mean`,
+//! `normalize_std` (JSON arrays), and for training checkpoints
+//! `trainer_state` (JSON: position in the data order, best score, running
+//! sums of the current epoch).
+//!
+//! Files are written atomically ([`crate::atomic`]). Reading never panics:
+//! a missing, truncated or foreign file, a checkpoint of another variant or
+//! with other shapes each give an error naming the file and the problem.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use candle_core::safetensors::Load;
+use candle_core::{DType, Device, Tensor};
+use noprop_core::rng::RNG_STATE_WORDS;
+use noprop_core::variant::ModelSpec;
+use noprop_core::{SeededRng, Variant};
+use safetensors::tensor::{Dtype, SafeTensors, View};
+
+use crate::atomic::write_atomic;
+
+/// The value of the `format` metadata key.
+pub const FORMAT_NAME: &str = "noprop-rs";
+/// The version of the layout described above.
+pub const FORMAT_VERSION: u32 = 1;
+/// Prefix of optimizer state tensors.
+pub const OPTIMIZER_PREFIX: &str = "optim.";
+/// Prefix of the trainer's own tensors.
+pub const TRAINER_PREFIX: &str = "trainer.";
+/// The trainer's random number generator state.
+pub const RNG_TENSOR: &str = "trainer.rng";
+
+/// What a checkpoint holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckpointKind {
+    /// Model, optimizer and trainer state: `--resume` continues from it.
+    Training,
+    /// The model only (`noprop export`): for inference.
+    Weights,
+}
+
+impl CheckpointKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Training => "training",
+            Self::Weights => "weights",
+        }
+    }
+}
+
+/// The metadata of a checkpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckpointMeta {
+    pub kind: CheckpointKind,
+    /// `dt`, `ct` or `fm`.
+    pub variant: String,
+    /// The run configuration (JSON of [`crate::config::RunConfig`]).
+    pub config_json: String,
+    /// The variant's own configuration ([`Variant::config_json`]).
+    pub variant_config_json: String,
+    /// Version of the crate that wrote the file.
+    pub crate_version: String,
+    /// Completed epochs.
+    pub epoch: usize,
+    /// Optimizer steps taken.
+    pub step: u64,
+    /// Dataset name (`mnist`, ...).
+    pub dataset: String,
+    /// Input shape and number of classes.
+    pub spec: ModelSpec,
+    /// Per-channel normalisation of the training images: x = (p/255 - mean) / std.
+    pub normalize_mean: Vec<f32>,
+    pub normalize_std: Vec<f32>,
+    /// Training checkpoints: the trainer's state (JSON).
+    pub trainer_state_json: Option<String>,
+}
+
+impl CheckpointMeta {
+    fn to_map(&self) -> HashMap<String, String> {
+        let mut map = HashMap::new();
+        let mut put = |k: &str, v: String| {
+            map.insert(k.to_string(), v);
+        };
+        put("format", FORMAT_NAME.into());
+        put("format_version", FORMAT_VERSION.to_string());
+        put("checkpoint", self.kind.as_str().into());
+        put("variant", self.variant.clone());
+        put("config", self.config_json.clone());
+        put("variant_config", self.variant_config_json.clone());
+        put("crate_version", self.crate_version.clone());
+        put("epoch", self.epoch.to_string());
+        put("step", self.step.to_string());
+        put("dataset", self.dataset.clone());
+        put("in_channels", self.spec.in_channels.to_string());
+        put("image_size", self.spec.image_size.to_string());
+        put("num_classes", self.spec.num_classes.to_string());
+        put("normalize_mean", json_floats(&self.normalize_mean));
+        put("normalize_std", json_floats(&self.normalize_std));
+        if let Some(state) = &self.trainer_state_json {
+            put("trainer_state", state.clone());
+        }
+        map
+    }
+
+    fn from_map(map: &HashMap<String, String>) -> Result<Self> {
+        let get = |k: &str| -> Result<&String> {
+            map.get(k)
+                .with_context(|| format!("metadata key `{k}` is missing"))
+        };
+        fn parse<T: std::str::FromStr>(key: &str, value: &str) -> Result<T> {
+            value
+                .parse()
+                .map_err(|_| anyhow::anyhow!("metadata `{key}` = {value:?} is not a valid number"))
+        }
+        let version: u32 = parse("format_version", get("format_version")?)?;
+        if version != FORMAT_VERSION {
+            bail!(
+                "checkpoint format version {version} is not supported (this build reads version {FORMAT_VERSION})"
+            );
+        }
+        let kind = match get("checkpoint")?.as_str() {
+            "training" => CheckpointKind::Training,
+            "weights" => CheckpointKind::Weights,
+            other => bail!("metadata `checkpoint` = {other:?}: expected training or weights"),
+        };
+        let floats = |key: &str| -> Result<Vec<f32>> {
+            serde_json::from_str(get(key)?)
+                .with_context(|| format!("metadata `{key}` is not a JSON array of numbers"))
+        };
+        let meta = Self {
+            kind,
+            variant: get("variant")?.clone(),
+            config_json: get("config")?.clone(),
+            variant_config_json: get("variant_config")?.clone(),
+            crate_version: get("crate_version")?.clone(),
+            epoch: parse("epoch", get("epoch")?)?,
+            step: parse("step", get("step")?)?,
+            dataset: get("dataset")?.clone(),
+            spec: ModelSpec {
+                in_channels: parse("in_channels", get("in_channels")?)?,
+                image_size: parse("image_size", get("image_size")?)?,
+                num_classes: parse("num_classes", get("num_classes")?)?,
+            },
+            normalize_mean: floats("normalize_mean")?,
+            normalize_std: floats("normalize_std")?,
+            trainer_state_json: map.get("trainer_state").cloned(),
+        };
+        if meta.spec.in_channels == 0 || meta.spec.image_size == 0 || meta.spec.num_classes < 2 {
+            bail!("metadata describes an impossible model: {:?}", meta.spec);
+        }
+        if kind == CheckpointKind::Training && meta.trainer_state_json.is_none() {
+            bail!("a training checkpoint must have the `trainer_state` metadata key");
+        }
+        Ok(meta)
+    }
+}
+
+fn json_floats(values: &[f32]) -> String {
+    serde_json::to_string(values).unwrap_or_else(|_| "[]".into())
+}
+
+/// A checkpoint in memory: metadata and named tensors (sorted by name).
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    pub meta: CheckpointMeta,
+    pub tensors: BTreeMap<String, Tensor>,
+}
+
+impl Checkpoint {
+    /// Captures `model`. With `trainer_rng`, a training checkpoint (model,
+    /// optimizer state and the generator); without, weights only.
+    pub fn capture(
+        model: &dyn Variant,
+        mut meta: CheckpointMeta,
+        trainer_rng: Option<&SeededRng>,
+    ) -> Result<Self> {
+        let mut tensors = BTreeMap::new();
+        for (name, value) in model.params().named_tensors() {
+            if name.starts_with(OPTIMIZER_PREFIX) || name.starts_with(TRAINER_PREFIX) {
+                bail!("model variable `{name}` uses a prefix reserved for training state");
+            }
+            tensors.insert(name, value);
+        }
+        meta.kind = CheckpointKind::Weights;
+        if let Some(rng) = trainer_rng {
+            meta.kind = CheckpointKind::Training;
+            for (name, value) in model.optimizer_state()? {
+                if !name.starts_with(OPTIMIZER_PREFIX) {
+                    bail!("optimizer state `{name}` does not start with `{OPTIMIZER_PREFIX}`");
+                }
+                if tensors.insert(name.clone(), value).is_some() {
+                    bail!("optimizer state `{name}` is listed twice");
+                }
+            }
+            let words = rng.state_words();
+            let n = words.len();
+            tensors.insert(
+                RNG_TENSOR.to_string(),
+                Tensor::from_vec(words, n, &Device::Cpu)?,
+            );
+            if meta.trainer_state_json.is_none() {
+                bail!("a training checkpoint needs the trainer state");
+            }
+        } else {
+            meta.trainer_state_json = None;
+        }
+        Ok(Self { meta, tensors })
+    }
+
+    /// The same model without training state (what `noprop export` writes).
+    pub fn weights_only(&self) -> Self {
+        let mut meta = self.meta.clone();
+        meta.kind = CheckpointKind::Weights;
+        meta.trainer_state_json = None;
+        let tensors = self.model_tensors().into_iter().collect();
+        Self { meta, tensors }
+    }
+
+    /// The model's variables (everything but `optim.*` and `trainer.*`).
+    pub fn model_tensors(&self) -> HashMap<String, Tensor> {
+        self.tensors
+            .iter()
+            .filter(|(n, _)| !n.starts_with(OPTIMIZER_PREFIX) && !n.starts_with(TRAINER_PREFIX))
+            .map(|(n, t)| (n.clone(), t.clone()))
+            .collect()
+    }
+
+    /// The optimizer state (`optim.*`).
+    pub fn optimizer_tensors(&self) -> HashMap<String, Tensor> {
+        self.tensors
+            .iter()
+            .filter(|(n, _)| n.starts_with(OPTIMIZER_PREFIX))
+            .map(|(n, t)| (n.clone(), t.clone()))
+            .collect()
+    }
+
+    /// The trainer's generator, restored exactly.
+    pub fn trainer_rng(&self) -> Result<SeededRng> {
+        let tensor = self.tensors.get(RNG_TENSOR).with_context(|| {
+            format!("tensor `{RNG_TENSOR}` is missing (not a training checkpoint?)")
+        })?;
+        if tensor.dtype() != DType::U32 || tensor.dims() != [RNG_STATE_WORDS] {
+            bail!(
+                "tensor `{RNG_TENSOR}` must be u32 [{RNG_STATE_WORDS}], found {:?} {:?}",
+                tensor.dtype(),
+                tensor.dims()
+            );
+        }
+        let words = tensor.to_vec1::<u32>()?;
+        SeededRng::from_state_words(&words)
+            .with_context(|| format!("tensor `{RNG_TENSOR}` is not a generator state"))
+    }
+
+    /// Loads the model's variables (and, for a training checkpoint, the
+    /// optimizer state) into `model`, refusing another variant or other
+    /// shapes.
+    pub fn restore_into(&self, model: &mut dyn Variant) -> Result<()> {
+        let kind = model.kind().as_str();
+        if self.meta.variant != kind {
+            bail!(
+                "the checkpoint holds a NoProp-{} model, not NoProp-{}",
+                self.meta.variant.to_uppercase(),
+                kind.to_uppercase()
+            );
+        }
+        model
+            .params()
+            .load(&self.model_tensors())
+            .context("the checkpoint's tensors do not fit the model")?;
+        if self.meta.kind == CheckpointKind::Training {
+            model
+                .load_optimizer_state(&self.optimizer_tensors())
+                .context("the checkpoint's optimizer state does not fit the model")?;
+        }
+        Ok(())
+    }
+
+    /// The file's bytes.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let raw: Vec<(String, RawTensor)> = self
+            .tensors
+            .iter()
+            .map(|(n, t)| {
+                Ok((
+                    n.clone(),
+                    RawTensor::from_tensor(t).with_context(|| format!("tensor `{n}`"))?,
+                ))
+            })
+            .collect::<Result<_>>()?;
+        let views = raw.iter().map(|(n, r)| (n.as_str(), r));
+        let bytes = safetensors::serialize(views, Some(self.meta.to_map()))
+            .context("cannot serialise the checkpoint")?;
+        canonical_header(bytes)
+    }
+
+    /// Writes the checkpoint to `path` atomically.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let bytes = self.to_bytes()?;
+        write_atomic(path, &bytes)
+            .with_context(|| format!("cannot write checkpoint {}", path.display()))
+    }
+
+    /// Reads a checkpoint, tensors on `device`.
+    pub fn load(path: &Path, device: &Device) -> Result<Self> {
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("cannot read checkpoint {}", path.display()))?;
+        Self::from_bytes(&bytes, device)
+            .with_context(|| format!("cannot load checkpoint {}", path.display()))
+    }
+
+    /// Reads only the metadata of a checkpoint file.
+    pub fn read_meta(path: &Path) -> Result<CheckpointMeta> {
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("cannot read checkpoint {}", path.display()))?;
+        meta_from_bytes(&bytes)
+            .with_context(|| format!("cannot load checkpoint {}", path.display()))
+    }
+
+    /// Parses a checkpoint's bytes.
+    pub fn from_bytes(bytes: &[u8], device: &Device) -> Result<Self> {
+        let meta = meta_from_bytes(bytes)?;
+        let file = SafeTensors::deserialize(bytes).map_err(not_safetensors)?;
+        let mut tensors = BTreeMap::new();
+        for (name, view) in file.tensors() {
+            if !matches!(
+                view.dtype(),
+                Dtype::F32
+                    | Dtype::F64
+                    | Dtype::F16
+                    | Dtype::BF16
+                    | Dtype::U32
+                    | Dtype::U8
+                    | Dtype::I64
+            ) {
+                bail!("tensor `{name}` has unsupported dtype {}", view.dtype());
+            }
+            let tensor = view
+                .load(device)
+                .with_context(|| format!("cannot read tensor `{name}`"))?;
+            tensors.insert(name, tensor);
+        }
+        Ok(Self { meta, tensors })
+    }
+}
+
+fn meta_from_bytes(bytes: &[u8]) -> Result<CheckpointMeta> {
+    let (_, header) = SafeTensors::read_metadata(bytes).map_err(not_safetensors)?;
+    let map = header
+        .metadata()
+        .as_ref()
+        .filter(|m| m.get("format").map(String::as_str) == Some(FORMAT_NAME));
+    let Some(map) = map else {
+        bail!("this safetensors file is not a noprop checkpoint (no `format = {FORMAT_NAME}` metadata)");
+    };
+    CheckpointMeta::from_map(map)
+}
+
+/// Rewrites the header of a serialised file with its keys sorted, so the
+/// same checkpoint always gives the same bytes (the metadata map is a
+/// `HashMap`, whose order changes from run to run). The data offsets are
+/// relative to the end of the header, so the data is kept as it is.
+fn canonical_header(bytes: Vec<u8>) -> Result<Vec<u8>> {
+    let header_len = u64::from_le_bytes(bytes[..8].try_into()?) as usize;
+    let header: BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(&bytes[8..8 + header_len])?;
+    let sorted: BTreeMap<String, serde_json::Value> = header
+        .into_iter()
+        .map(|(k, v)| {
+            let v = match (k.as_str(), v) {
+                ("__metadata__", serde_json::Value::Object(map)) => {
+                    serde_json::to_value(map.into_iter().collect::<BTreeMap<_, _>>())?
+                }
+                (_, v) => v,
+            };
+            Ok((k, v))
+        })
+        .collect::<Result<_>>()?;
+    let mut text = serde_json::to_vec(&sorted)?;
+    // safetensors pads the header with spaces to a multiple of 8 bytes.
+    text.resize(text.len().div_ceil(8) * 8, b' ');
+    let mut out = Vec::with_capacity(8 + text.len() + bytes.len() - 8 - header_len);
+    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    out.extend_from_slice(&text);
+    out.extend_from_slice(&bytes[8 + header_len..]);
+    Ok(out)
+}
+
+fn not_safetensors(e: safetensors::SafeTensorError) -> anyhow::Error {
+    anyhow::anyhow!("not a valid safetensors file (truncated or corrupt?): {e}")
+}
+
+/// A tensor's bytes on the host, as safetensors wants them.
+struct RawTensor {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    bytes: Vec<u8>,
+}
+
+impl RawTensor {
+    fn from_tensor(t: &Tensor) -> Result<Self> {
+        let flat = t.to_device(&Device::Cpu)?.flatten_all()?;
+        fn le<T: Copy, const N: usize>(v: Vec<T>, f: fn(T) -> [u8; N]) -> Vec<u8> {
+            v.into_iter().flat_map(f).collect()
+        }
+        let (dtype, bytes) = match t.dtype() {
+            DType::F32 => (Dtype::F32, le(flat.to_vec1::<f32>()?, f32::to_le_bytes)),
+            DType::F64 => (Dtype::F64, le(flat.to_vec1::<f64>()?, f64::to_le_bytes)),
+            DType::U32 => (Dtype::U32, le(flat.to_vec1::<u32>()?, u32::to_le_bytes)),
+            DType::U8 => (Dtype::U8, flat.to_vec1::<u8>()?),
+            DType::I64 => (Dtype::I64, le(flat.to_vec1::<i64>()?, i64::to_le_bytes)),
+            other => bail!("dtype {other:?} cannot be saved"),
+        };
+        Ok(Self {
+            dtype,
+            shape: t.dims().to_vec(),
+            bytes,
+        })
+    }
+}
+
+impl View for &RawTensor {
+    fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(&self.bytes)
+    }
+    fn data_len(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{blob_spec, blobs, LinearSoftmax};
+    use noprop_core::VariantKind;
+
+    fn meta() -> CheckpointMeta {
+        CheckpointMeta {
+            kind: CheckpointKind::Training,
+            variant: "fm".into(),
+            config_json: "{}".into(),
+            variant_config_json: "{}".into(),
+            crate_version: "0.1.0".into(),
+            epoch: 1,
+            step: 3,
+            dataset: "mnist".into(),
+            spec: blob_spec(),
+            normalize_mean: vec![0.5],
+            normalize_std: vec![0.25],
+            trainer_state_json: Some("{}".into()),
+        }
+    }
+
+    /// A model trained for a few steps, so weights and momentum are non-trivial.
+    fn trained() -> (LinearSoftmax, SeededRng) {
+        let mut model = LinearSoftmax::new(blob_spec(), 1, &Device::Cpu).unwrap();
+        let data = blobs(32, 0);
+        let mut rng = SeededRng::new(3);
+        for _ in 0..3 {
+            model
+                .train_step(data.images(), data.labels(), &mut rng)
+                .unwrap();
+        }
+        (model, rng)
+    }
+
+    fn flat(t: &Tensor) -> Vec<f32> {
+        t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    }
+
+    #[test]
+    fn a_training_checkpoint_round_trips_exactly() {
+        let (model, rng) = trained();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.safetensors");
+        Checkpoint::capture(&model, meta(), Some(&rng))
+            .unwrap()
+            .save(&path)
+            .unwrap();
+
+        let loaded = Checkpoint::load(&path, &Device::Cpu).unwrap();
+        assert_eq!(loaded.meta, meta());
+        let names: Vec<&str> = loaded.tensors.keys().map(String::as_str).collect();
+        assert_eq!(
+            names,
+            [
+                "head.bias",
+                "head.weight",
+                "optim.steps",
+                "optim.velocity.head.bias",
+                "optim.velocity.head.weight",
+                "trainer.rng"
+            ]
+        );
+        // Restoring into a differently seeded model reproduces weights,
+        // optimizer state and generator bit for bit.
+        let mut other = LinearSoftmax::new(blob_spec(), 99, &Device::Cpu).unwrap();
+        assert_ne!(
+            flat(&other.params().get("head.weight").unwrap()),
+            flat(&model.params().get("head.weight").unwrap())
+        );
+        loaded.restore_into(&mut other).unwrap();
+        for name in ["head.weight", "head.bias"] {
+            assert_eq!(
+                flat(&other.params().get(name).unwrap()),
+                flat(&model.params().get(name).unwrap())
+            );
+        }
+        let state = |m: &LinearSoftmax| -> Vec<(String, Vec<f32>)> {
+            m.optimizer_state()
+                .unwrap()
+                .into_iter()
+                .filter(|(n, _)| n != "optim.steps")
+                .map(|(n, t)| (n, flat(&t)))
+                .collect()
+        };
+        assert_eq!(state(&other), state(&model));
+        let mut restored_rng = loaded.trainer_rng().unwrap();
+        assert_eq!(restored_rng.normal_vec(5), rng.clone().normal_vec(5));
+    }
+
+    #[test]
+    fn weights_only_drops_the_training_state() {
+        let (model, rng) = trained();
+        let full = Checkpoint::capture(&model, meta(), Some(&rng)).unwrap();
+        let weights = full.weights_only();
+        assert_eq!(weights.meta.kind, CheckpointKind::Weights);
+        assert_eq!(weights.meta.trainer_state_json, None);
+        let names: Vec<&str> = weights.tensors.keys().map(String::as_str).collect();
+        assert_eq!(names, ["head.bias", "head.weight"]);
+        let back = Checkpoint::from_bytes(&weights.to_bytes().unwrap(), &Device::Cpu).unwrap();
+        assert_eq!(back.meta, weights.meta);
+        let mut other = LinearSoftmax::new(blob_spec(), 99, &Device::Cpu).unwrap();
+        back.restore_into(&mut other).unwrap();
+        assert_eq!(
+            flat(&other.params().get("head.weight").unwrap()),
+            flat(&model.params().get("head.weight").unwrap())
+        );
+        assert!(back.trainer_rng().is_err());
+        // Capturing without a generator gives the same weights-only file,
+        // byte for byte (the header is written in a canonical order).
+        let direct = Checkpoint::capture(&model, meta(), None).unwrap();
+        assert_eq!(direct.to_bytes().unwrap(), weights.to_bytes().unwrap());
+    }
+
+    #[test]
+    fn foreign_or_damaged_files_are_clear_errors() {
+        let (model, rng) = trained();
+        let bytes = Checkpoint::capture(&model, meta(), Some(&rng))
+            .unwrap()
+            .to_bytes()
+            .unwrap();
+        let err = |bytes: &[u8]| {
+            format!(
+                "{:#}",
+                Checkpoint::from_bytes(bytes, &Device::Cpu).unwrap_err()
+            )
+        };
+
+        assert!(err(&bytes[..bytes.len() - 7]).contains("not a valid safetensors file"));
+        assert!(err(&bytes[..5]).contains("not a valid safetensors file"));
+        assert!(err(b"hello, this is a text file").contains("not a valid safetensors file"));
+        // A valid safetensors file without our metadata.
+        let plain = Tensor::zeros(3, candle_core::DType::F32, &Device::Cpu).unwrap();
+        let foreign = safetensors::serialize([("x", &plain)], None).unwrap();
+        assert!(err(&foreign).contains("not a noprop checkpoint"));
+        // A future format version.
+        let mut future = meta().to_map();
+        future.insert("format_version".into(), "2".into());
+        let file = safetensors::serialize([("x", &plain)], Some(future)).unwrap();
+        assert!(err(&file).contains("format version 2"));
+        // A missing metadata key is named.
+        let mut partial = meta().to_map();
+        partial.remove("step");
+        let file = safetensors::serialize([("x", &plain)], Some(partial)).unwrap();
+        assert!(err(&file).contains("`step`"));
+
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope.safetensors");
+        let e = format!(
+            "{:#}",
+            Checkpoint::load(&missing, &Device::Cpu).unwrap_err()
+        );
+        assert!(e.contains("nope.safetensors"), "{e}");
+    }
+
+    #[test]
+    fn another_variant_or_other_shapes_are_refused() {
+        let (model, rng) = trained();
+        let checkpoint = Checkpoint::capture(&model, meta(), Some(&rng)).unwrap();
+        let mut dt = LinearSoftmax::new(blob_spec(), 0, &Device::Cpu)
+            .unwrap()
+            .with_kind(VariantKind::Dt);
+        let e = format!("{:#}", checkpoint.restore_into(&mut dt).unwrap_err());
+        assert!(e.contains("NoProp-FM model, not NoProp-DT"), "{e}");
+
+        let four_classes = ModelSpec {
+            num_classes: 4,
+            ..blob_spec()
+        };
+        let mut wider = LinearSoftmax::new(four_classes, 0, &Device::Cpu).unwrap();
+        let e = format!("{:#}", checkpoint.restore_into(&mut wider).unwrap_err());
+        assert!(e.contains("do not fit") && e.contains("head."), "{e}");
+    }
+}

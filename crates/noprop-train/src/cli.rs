@@ -1,0 +1,354 @@
+//! The `noprop` command line: argument definitions, logging setup and
+//! dispatch to the subcommands. Exit status: 0 success, 1 error, 2 bad
+//! usage, 130 training interrupted by Ctrl-C (after saving).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use noprop_core::{OdeSolver, VariantKind};
+
+use crate::device::DeviceChoice;
+use crate::variants::EmbeddingChoice;
+
+/// Exit status of a training run stopped by Ctrl-C (after saving).
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+/// NoProp (Li, Teh, Pascanu 2025): train, evaluate and use classifiers
+/// trained without end-to-end back-propagation.
+#[derive(Debug, Parser)]
+#[command(name = "noprop", version, about, long_about = None)]
+pub struct Cli {
+    /// More log output on stderr (-v info, -vv debug, -vvv trace); RUST_LOG
+    /// overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Train a model; writes a run directory (config.toml, metrics.jsonl,
+    /// last.safetensors, best.safetensors).
+    Train(TrainArgs),
+    /// Test accuracy of a checkpoint.
+    Eval(EvalArgs),
+    /// Classify image files (PNG; grey or colour, any size).
+    Predict(PredictArgs),
+    /// Parameter counts, noise schedule and checkpoint metadata.
+    Info(InfoArgs),
+    /// Write the weights of a checkpoint, without training state.
+    Export(ExportArgs),
+    /// Compare training runs: report.md, report.json and plots.
+    Compare(crate::report::CompareArgs),
+}
+
+/// The variants, as command-line values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum VariantArg {
+    /// NoProp-DT: T blocks, discrete time.
+    Dt,
+    /// NoProp-CT: one block, continuous time, learned noise schedule.
+    Ct,
+    /// NoProp-FM: one block, flow matching.
+    Fm,
+}
+
+impl From<VariantArg> for VariantKind {
+    fn from(v: VariantArg) -> Self {
+        match v {
+            VariantArg::Dt => VariantKind::Dt,
+            VariantArg::Ct => VariantKind::Ct,
+            VariantArg::Fm => VariantKind::Fm,
+        }
+    }
+}
+
+/// ODE integrators, as command-line values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SolverArg {
+    Euler,
+    Heun,
+    Rk4,
+}
+
+impl From<SolverArg> for OdeSolver {
+    fn from(s: SolverArg) -> Self {
+        match s {
+            SolverArg::Euler => OdeSolver::Euler,
+            SolverArg::Heun => OdeSolver::Heun,
+            SolverArg::Rk4 => OdeSolver::Rk4,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+#[command(allow_negative_numbers = true)]
+pub struct TrainArgs {
+    /// Which variant to train (or `variant` in the --config file).
+    #[arg(long, value_enum)]
+    pub variant: Option<VariantArg>,
+    /// A TOML run configuration (see configs/ for presets).
+    #[arg(long, value_name = "FILE.toml")]
+    pub config: Option<PathBuf>,
+    /// Number of epochs (with --resume: the new total).
+    #[arg(long, value_parser = positive)]
+    pub epochs: Option<usize>,
+    /// Class embedding.
+    #[arg(long, value_enum)]
+    pub embedding: Option<EmbeddingChoice>,
+    /// Seed of every random number of the run.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Compute device.
+    #[arg(long, value_enum)]
+    pub device: Option<DeviceChoice>,
+    /// Dataset: mnist (embedded), fashion-mnist, kmnist, cifar10, cifar100.
+    #[arg(long, value_parser = dataset_name)]
+    pub dataset: Option<String>,
+    /// Directory holding the dataset's files (not needed for MNIST).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Train on the first N training images only.
+    #[arg(long, value_name = "N", value_parser = positive)]
+    pub train_limit: Option<usize>,
+    /// Evaluate on the first N test images only.
+    #[arg(long, value_name = "N", value_parser = positive)]
+    pub test_limit: Option<usize>,
+    /// Hold out N training images for validation (best.safetensors is then
+    /// chosen on validation accuracy).
+    #[arg(long, value_name = "N")]
+    pub validation: Option<usize>,
+    /// Minibatch size.
+    #[arg(long, value_name = "N", value_parser = positive)]
+    pub batch_size: Option<usize>,
+    /// Learning rate of the variant's optimizers.
+    #[arg(long, value_parser = positive_float)]
+    pub lr: Option<f64>,
+    /// Set any configuration key, e.g. --set dt.eta=0.1 --set eval.steps=100
+    /// (repeatable; applied last).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Run directory to create (default: runs/<variant>-<UTC time>).
+    #[arg(long, value_name = "RUN_DIR")]
+    pub out: Option<PathBuf>,
+    /// Use --out even if it already holds a run (its files are replaced).
+    #[arg(long)]
+    pub force: bool,
+    /// Continue the run in RUN_DIR from its last.safetensors, bitwise as if
+    /// never stopped (only --epochs, --device, --json may be given too).
+    #[arg(long, value_name = "RUN_DIR")]
+    pub resume: Option<PathBuf>,
+    /// Print the final summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress bars.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+/// Inference settings shared by eval and predict.
+#[derive(Debug, Args, Clone)]
+pub struct InferenceArgs {
+    /// ODE steps (CT, FM); default: the model's configuration.
+    #[arg(long, value_parser = positive)]
+    pub steps: Option<usize>,
+    /// ODE integrator (CT, FM).
+    #[arg(long, value_enum)]
+    pub solver: Option<SolverArg>,
+    /// DT: inject no noise during inference.
+    #[arg(long)]
+    pub deterministic: bool,
+    /// Average the class probabilities of N stochastic runs.
+    #[arg(long, value_parser = positive)]
+    pub runs: Option<usize>,
+    /// Seed of the inference noise (default: the run's seed).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Compute device.
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
+    pub device: DeviceChoice,
+}
+
+#[derive(Debug, Args)]
+#[command(allow_negative_numbers = true)]
+pub struct EvalArgs {
+    /// A checkpoint (training or exported).
+    #[arg(long, value_name = "FILE")]
+    pub checkpoint: PathBuf,
+    #[command(flatten)]
+    pub inference: InferenceArgs,
+    /// Directory of the dataset's files (default: the run's).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Evaluate on the first N test images only (default: all of them).
+    #[arg(long, value_name = "N", value_parser = positive)]
+    pub test_limit: Option<usize>,
+    /// Images per inference batch.
+    #[arg(long, value_name = "N", value_parser = positive, default_value_t = 500)]
+    pub batch_size: usize,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(allow_negative_numbers = true)]
+pub struct PredictArgs {
+    /// A checkpoint (training or exported).
+    #[arg(long, value_name = "FILE")]
+    pub checkpoint: PathBuf,
+    /// Image files (PNG), grey or colour, any size: resized to the model's input.
+    #[arg(value_name = "IMAGE", required = true)]
+    pub images: Vec<PathBuf>,
+    #[command(flatten)]
+    pub inference: InferenceArgs,
+    /// Print the predictions as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["variant", "checkpoint"])))]
+pub struct InfoArgs {
+    /// Describe a fresh model of this variant (default configuration, or
+    /// --config / --set).
+    #[arg(long, value_enum)]
+    pub variant: Option<VariantArg>,
+    /// Describe a checkpoint: metadata, parameters, (learned) schedule.
+    #[arg(long, value_name = "FILE")]
+    pub checkpoint: Option<PathBuf>,
+    /// With --variant: a TOML run configuration.
+    #[arg(long, value_name = "FILE.toml", requires = "variant")]
+    pub config: Option<PathBuf>,
+    /// With --variant: configuration overrides (KEY=VALUE).
+    #[arg(long = "set", value_name = "KEY=VALUE", requires = "variant")]
+    pub set: Vec<String>,
+    /// Points of the CT schedule grid on [0, 1].
+    #[arg(long, value_name = "N", default_value_t = 11, value_parser = at_least_two)]
+    pub grid: usize,
+    /// Print everything as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The checkpoint to export.
+    #[arg(long, value_name = "FILE")]
+    pub checkpoint: PathBuf,
+    /// The weights-only safetensors file to write.
+    #[arg(long, value_name = "MODEL.safetensors")]
+    pub out: PathBuf,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{s:?} is not a positive whole number")),
+    }
+}
+
+fn at_least_two(s: &str) -> Result<usize, String> {
+    match positive(s)? {
+        1 => Err("must be at least 2".into()),
+        n => Ok(n),
+    }
+}
+
+fn positive_float(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if x > 0.0 && x.is_finite() => Ok(x),
+        Ok(_) => Err("must be a positive, finite number".into()),
+        Err(_) => Err(format!("{s:?} is not a number")),
+    }
+}
+
+fn dataset_name(s: &str) -> Result<String, String> {
+    s.parse::<noprop_data::DatasetKind>()
+        .map(|k| k.name().to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// Logs to stderr: warnings by default, more with -v, RUST_LOG overrides.
+fn init_logging(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// The whole program: parse, run, report errors.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let result = match &cli.command {
+        Command::Train(args) => crate::train_command::run(args),
+        Command::Eval(args) => crate::eval::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Predict(args) => crate::predict::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Info(args) => crate::info::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Export(args) => crate::export::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Compare(args) => crate::report::run_compare(args).map(|()| ExitCode::SUCCESS),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn bad_flag_values_are_usage_errors_naming_the_flag() {
+        let cases = [
+            (vec!["noprop", "train", "--variant", "xx"], "--variant"),
+            (vec!["noprop", "train", "--epochs", "0"], "--epochs"),
+            (vec!["noprop", "train", "--epochs", "-3"], "--epochs"),
+            (vec!["noprop", "train", "--lr", "abc"], "--lr"),
+            (
+                vec!["noprop", "train", "--dataset", "imagenet"],
+                "--dataset",
+            ),
+            (
+                vec!["noprop", "train", "--embedding", "dim30"],
+                "--embedding",
+            ),
+            (
+                vec!["noprop", "eval", "--checkpoint", "x", "--solver", "rk5"],
+                "--solver",
+            ),
+            (vec!["noprop", "info"], "--variant"),
+            (vec!["noprop", "predict", "--checkpoint", "x"], "IMAGE"),
+        ];
+        for (argv, flag) in cases {
+            let err = Cli::try_parse_from(&argv).unwrap_err().to_string();
+            assert!(err.contains(flag), "{argv:?}: {err}");
+        }
+    }
+}

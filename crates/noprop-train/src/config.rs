@@ -1,0 +1,494 @@
+//! The run configuration: what `noprop train` does, as one TOML document.
+//!
+//! ```toml
+//! variant = "dt"            # dt | ct | fm
+//! seed = 0
+//! epochs = 1
+//! batch_size = 128
+//! device = "cpu"            # cpu | cuda
+//! train_accuracy_every = 10 # measure train accuracy on every 10th batch
+//! train_accuracy_steps = 20 # ODE steps of that measurement (CT, FM)
+//! save_every_steps = 0      # also checkpoint within epochs (0: epoch ends only)
+//!
+//! [data]                    # the dataset (noprop-data)
+//! dataset = "mnist"
+//! validation = 0
+//!
+//! [eval]                    # inference used for the per-epoch evaluation
+//! batch_size = 500
+//!
+//! [dt]                      # the variant's own configuration (its crate's Config)
+//! ```
+//!
+//! Settings are resolved in this order, later ones winning: built-in
+//! defaults, the `--config` file, the dedicated flags (`--epochs`, ...),
+//! then `--set key.path=value` overrides. The resolved configuration, with
+//! every default filled in, is saved as `config.toml` in the run directory
+//! and as JSON in every checkpoint. Unknown keys are errors, so a typo never
+//! silently falls back to a default.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use noprop_core::{InferenceOptions, OdeSolver, VariantKind};
+use noprop_data::{DatasetConfig, DatasetKind};
+use serde::{Deserialize, Serialize};
+use toml::{Table, Value};
+
+use crate::device::DeviceChoice;
+use crate::overrides::Override;
+
+/// Everything `noprop train` needs to know.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunConfig {
+    /// Which variant to train.
+    pub variant: VariantKind,
+    /// Seed of every random number of the run (weights, noise, shuffles).
+    pub seed: u64,
+    /// Number of passes over the training split.
+    pub epochs: usize,
+    /// Training minibatch size.
+    pub batch_size: usize,
+    /// Where to compute.
+    pub device: DeviceChoice,
+    /// Measure the running train accuracy on every n-th batch, just after
+    /// its step, in inference mode (0: never). Inference costs time, so the
+    /// default samples one batch in ten.
+    pub train_accuracy_every: usize,
+    /// ODE steps of the train-accuracy measurement (CT, FM): a cheap proxy;
+    /// the test evaluation uses `[eval]`.
+    pub train_accuracy_steps: usize,
+    /// Also save `last.safetensors` every n steps within an epoch (0: only
+    /// at the end of each epoch).
+    pub save_every_steps: usize,
+    /// The dataset.
+    pub data: DataConfig,
+    /// Inference used for the per-epoch evaluation.
+    pub eval: EvalConfig,
+    /// NoProp-DT settings (the `noprop-dt` crate's config).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dt: Option<Table>,
+    /// NoProp-CT settings (the `noprop-ct` crate's config).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ct: Option<Table>,
+    /// NoProp-FM settings (the `noprop-fm` crate's config).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fm: Option<Table>,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        Self {
+            variant: VariantKind::Dt,
+            seed: 0,
+            epochs: 1,
+            batch_size: 128,
+            device: DeviceChoice::Cpu,
+            train_accuracy_every: 10,
+            train_accuracy_steps: 20,
+            save_every_steps: 0,
+            data: DataConfig::default(),
+            eval: EvalConfig::default(),
+            dt: None,
+            ct: None,
+            fm: None,
+        }
+    }
+}
+
+/// The `[data]` section: which dataset and how much of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataConfig {
+    /// mnist, fashion-mnist, kmnist, cifar10 or cifar100.
+    pub dataset: String,
+    /// Directory of the dataset's files; unset for MNIST means the copy
+    /// embedded in the binary.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dir: Option<PathBuf>,
+    /// Train on the first n training images only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub train_limit: Option<usize>,
+    /// Evaluate on the first n test images only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_limit: Option<usize>,
+    /// Training images held out for validation (0: none). With a validation
+    /// split, `best.safetensors` is chosen on validation accuracy.
+    pub validation: usize,
+    /// Seed of the validation hold-out.
+    pub split_seed: u64,
+    /// Per-channel mean of the [0, 1] pixels; unset: the dataset's default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mean: Option<Vec<f32>>,
+    /// Per-channel standard deviation; unset: the dataset's default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub std: Option<Vec<f32>>,
+    /// Drop the last, smaller batch of each epoch.
+    pub drop_last: bool,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self {
+            dataset: "mnist".into(),
+            dir: None,
+            train_limit: None,
+            test_limit: None,
+            validation: 0,
+            split_seed: 0,
+            mean: None,
+            std: None,
+            drop_last: false,
+        }
+    }
+}
+
+impl DataConfig {
+    /// The dataset kind, or an error naming the bad value.
+    pub fn kind(&self) -> Result<DatasetKind> {
+        self.dataset
+            .parse::<DatasetKind>()
+            .with_context(|| format!("data.dataset = {:?}", self.dataset))
+    }
+
+    /// The data crate's configuration.
+    pub fn dataset_config(&self) -> Result<DatasetConfig> {
+        let normalization = match (&self.mean, &self.std) {
+            (None, None) => None,
+            (Some(mean), Some(std)) => Some((mean.clone(), std.clone())),
+            _ => bail!("data.mean and data.std must be given together"),
+        };
+        Ok(DatasetConfig {
+            kind: self.kind()?,
+            data_dir: self.dir.clone(),
+            train_limit: self.train_limit,
+            test_limit: self.test_limit,
+            validation: self.validation,
+            normalization,
+            split_seed: self.split_seed,
+        })
+    }
+}
+
+/// The `[eval]` section: inference settings of the per-epoch evaluation
+/// (unset: the variant's own defaults).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EvalConfig {
+    /// ODE steps (CT, FM).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub steps: Option<usize>,
+    /// ODE integrator (CT, FM): euler, heun or rk4.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub solver: Option<OdeSolver>,
+    /// DT: no noise injected during inference.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deterministic: Option<bool>,
+    /// Stochastic inference runs averaged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runs: Option<usize>,
+    /// Images per inference batch (bounds memory).
+    pub batch_size: usize,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        Self {
+            steps: None,
+            solver: None,
+            deterministic: None,
+            runs: None,
+            batch_size: 500,
+        }
+    }
+}
+
+impl EvalConfig {
+    pub fn inference_options(&self) -> InferenceOptions {
+        InferenceOptions {
+            steps: self.steps,
+            solver: self.solver,
+            deterministic: self.deterministic,
+            runs: self.runs,
+        }
+    }
+}
+
+/// Turns a variant's section (absent: all defaults) into its resolved,
+/// validated form; [`crate::variants::resolve_section`] in the binary.
+pub type SectionResolver<'a> = &'a dyn Fn(VariantKind, Option<&Table>) -> Result<Table>;
+
+impl RunConfig {
+    /// Reads `file` (if any), applies `overrides`, and resolves the result.
+    pub fn load(
+        file: Option<&Path>,
+        overrides: &[Override],
+        resolver: SectionResolver,
+    ) -> Result<Self> {
+        let mut table = match file {
+            Some(path) => read_table(path)?,
+            None => Table::new(),
+        };
+        for o in overrides {
+            o.apply(&mut table)?;
+        }
+        if !table.contains_key("variant") {
+            bail!(
+                "no variant chosen: pass --variant dt|ct|fm{}",
+                match file {
+                    Some(p) => format!(" or set `variant = \"dt\"` in {}", p.display()),
+                    None => " (or a --config file that sets `variant`)".into(),
+                }
+            );
+        }
+        let source = match file {
+            Some(p) => format!("{} and the command line", p.display()),
+            None => "the command line".into(),
+        };
+        let config: RunConfig = Value::Table(table)
+            .try_into()
+            .with_context(|| format!("invalid configuration (from {source})"))?;
+        config.resolve(resolver)
+    }
+
+    /// Parses a resolved configuration (a run directory's `config.toml`).
+    pub fn from_toml_file(path: &Path, resolver: SectionResolver) -> Result<Self> {
+        let table = read_table(path)?;
+        let config: RunConfig = Value::Table(table)
+            .try_into()
+            .with_context(|| format!("invalid configuration in {}", path.display()))?;
+        config
+            .resolve(resolver)
+            .with_context(|| format!("invalid configuration in {}", path.display()))
+    }
+
+    /// Parses the configuration stored as JSON in a checkpoint.
+    pub fn from_json(json: &str, resolver: SectionResolver) -> Result<Self> {
+        let config: RunConfig =
+            serde_json::from_str(json).context("invalid run configuration JSON")?;
+        config.resolve(resolver)
+    }
+
+    /// Validates the settings and fills in the selected variant's section
+    /// (other variants' sections are validated, then dropped).
+    pub fn resolve(mut self, resolver: SectionResolver) -> Result<Self> {
+        self.validate()?;
+        for kind in [VariantKind::Dt, VariantKind::Ct, VariantKind::Fm] {
+            let given = self.section_mut(kind).take();
+            if given.is_some() || kind == self.variant {
+                let resolved = resolver(kind, given.as_ref())
+                    .with_context(|| format!("invalid [{}] section", kind.as_str()))?;
+                if kind == self.variant {
+                    *self.section_mut(kind) = Some(resolved);
+                }
+            }
+        }
+        Ok(self)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let positive = [
+            ("epochs", self.epochs),
+            ("batch_size", self.batch_size),
+            ("train_accuracy_steps", self.train_accuracy_steps),
+            ("eval.batch_size", self.eval.batch_size),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
+                bail!("{name} must be at least 1");
+            }
+        }
+        for (name, value) in [
+            ("eval.steps", self.eval.steps),
+            ("eval.runs", self.eval.runs),
+        ] {
+            if value == Some(0) {
+                bail!("{name} must be at least 1");
+            }
+        }
+        // TOML integers are signed 64-bit.
+        for (name, value) in [
+            ("seed", self.seed),
+            ("data.split_seed", self.data.split_seed),
+        ] {
+            if i64::try_from(value).is_err() {
+                bail!("{name} = {value} is too large (at most {})", i64::MAX);
+            }
+        }
+        let kind = self.data.kind()?;
+        let channels = kind.image_shape().0;
+        for (name, values) in [("data.mean", &self.data.mean), ("data.std", &self.data.std)] {
+            if let Some(v) = values {
+                if v.len() != 1 && v.len() != channels {
+                    bail!(
+                        "{name} has {} values; {kind} has {channels} channel(s)",
+                        v.len()
+                    );
+                }
+            }
+        }
+        if let Some(std) = &self.data.std {
+            if std.iter().any(|s| !s.is_finite() || *s <= 0.0) {
+                bail!("data.std must be positive, got {std:?}");
+            }
+        }
+        for (name, limit) in [
+            ("data.train_limit", self.data.train_limit),
+            ("data.test_limit", self.data.test_limit),
+        ] {
+            if limit == Some(0) {
+                bail!("{name} must be at least 1");
+            }
+        }
+        self.data.dataset_config()?;
+        Ok(())
+    }
+
+    /// The selected variant's resolved section.
+    pub fn variant_section(&self) -> Result<&Table> {
+        self.section(self.variant).with_context(|| {
+            format!(
+                "the [{}] section is missing (configuration not resolved)",
+                self.variant.as_str()
+            )
+        })
+    }
+
+    pub fn section(&self, kind: VariantKind) -> Option<&Table> {
+        match kind {
+            VariantKind::Dt => self.dt.as_ref(),
+            VariantKind::Ct => self.ct.as_ref(),
+            VariantKind::Fm => self.fm.as_ref(),
+        }
+    }
+
+    fn section_mut(&mut self, kind: VariantKind) -> &mut Option<Table> {
+        match kind {
+            VariantKind::Dt => &mut self.dt,
+            VariantKind::Ct => &mut self.ct,
+            VariantKind::Fm => &mut self.fm,
+        }
+    }
+
+    /// The configuration as a TOML document.
+    pub fn to_toml(&self) -> Result<String> {
+        toml::to_string_pretty(self).context("cannot write the configuration as TOML")
+    }
+
+    /// The configuration as JSON (checkpoint metadata).
+    pub fn to_json(&self) -> Result<String> {
+        serde_json::to_string(self).context("cannot write the configuration as JSON")
+    }
+}
+
+fn read_table(path: &Path) -> Result<Table> {
+    let text = fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    text.parse::<Table>()
+        .with_context(|| format!("config file {} is not valid TOML", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A resolver that accepts any section and fills in one key, so these
+    /// tests exercise the merging independently of the variant crates.
+    fn fill(_kind: VariantKind, section: Option<&Table>) -> Result<Table> {
+        let mut t = section.cloned().unwrap_or_default();
+        if t.keys().any(|k| k != "eta" && k != "lr") {
+            bail!("unknown field in {t:?}");
+        }
+        t.entry("eta").or_insert(Value::Float(1.0));
+        Ok(t)
+    }
+
+    fn write(dir: &Path, text: &str) -> PathBuf {
+        let path = dir.join("c.toml");
+        fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn later_sources_win_and_the_result_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            dir.path(),
+            "variant = \"fm\"\nepochs = 3\n[fm]\nlr = 0.5\n[data]\ntrain_limit = 100\n",
+        );
+        let overrides = [
+            Override::flag("--epochs", &["epochs"], 5),
+            Override::parse_set("fm.eta=0.25").unwrap(),
+        ];
+        let config = RunConfig::load(Some(&path), &overrides, &fill).unwrap();
+        assert_eq!(config.variant, VariantKind::Fm);
+        assert_eq!(config.epochs, 5);
+        assert_eq!(config.data.train_limit, Some(100));
+        let fm = config.variant_section().unwrap();
+        assert_eq!(fm["lr"], Value::Float(0.5));
+        assert_eq!(fm["eta"], Value::Float(0.25));
+        assert!(config.dt.is_none());
+
+        let saved = write(dir.path(), &config.to_toml().unwrap());
+        assert_eq!(RunConfig::from_toml_file(&saved, &fill).unwrap(), config);
+        assert_eq!(
+            RunConfig::from_json(&config.to_json().unwrap(), &fill).unwrap(),
+            config
+        );
+    }
+
+    #[test]
+    fn bad_configurations_are_errors_naming_the_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases = [
+            ("epochs = 1\n", "no variant chosen"),
+            ("variant = \"xx\"\n", "xx"),
+            ("variant = \"dt\"\nepohcs = 2\n", "epohcs"),
+            (
+                "variant = \"dt\"\nepochs = 0\n",
+                "epochs must be at least 1",
+            ),
+            (
+                "variant = \"dt\"\n[data]\ndataset = \"imagenet\"\n",
+                "imagenet",
+            ),
+            ("variant = \"dt\"\n[dt]\nbogus = 1\n", "[dt]"),
+            ("variant = \"dt\"\n[ct]\nbogus = 1\n", "[ct]"),
+            (
+                "variant = \"dt\"\n[data]\nmean = [0.1, 0.2]\nstd = [1.0, 1.0]\n",
+                "data.mean",
+            ),
+            ("variant = [\n", "not valid TOML"),
+        ];
+        for (text, expected) in cases {
+            let path = write(dir.path(), text);
+            let err = format!(
+                "{:#}",
+                RunConfig::load(Some(&path), &[], &fill).unwrap_err()
+            );
+            assert!(err.contains(expected), "{text:?}: {err}");
+        }
+        let missing = dir.path().join("missing.toml");
+        let err = format!(
+            "{:#}",
+            RunConfig::load(Some(&missing), &[], &fill).unwrap_err()
+        );
+        assert!(err.contains("missing.toml"), "{err}");
+    }
+
+    #[test]
+    fn inference_options_come_from_the_eval_section() {
+        let overrides = [
+            Override::flag("--variant", &["variant"], "ct"),
+            Override::parse_set("eval.steps=7").unwrap(),
+            Override::parse_set("eval.solver=rk4").unwrap(),
+        ];
+        let config = RunConfig::load(None, &overrides, &fill).unwrap();
+        let options = config.eval.inference_options();
+        assert_eq!(options.steps, Some(7));
+        assert_eq!(options.solver, Some(OdeSolver::Rk4));
+        assert_eq!(options.runs, None);
+    }
+}

@@ -1,0 +1,190 @@
+//! `noprop predict`: classify image files with a checkpoint.
+//!
+//! Each image (any format the `image` crate is built for here: PNG) is
+//! converted to the model's channels (grey: luma; colour: RGB), resized to
+//! the model's `image_size` x `image_size` (bilinear), scaled to [0, 1] and
+//! normalised per channel like the training data,
+//! x = (pixel / 255 - mean[c]) / std[c], with the mean and std stored in the
+//! checkpoint. MNIST digits are white on black: a black-on-white drawing
+//! must be inverted first.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{Device, Tensor};
+use image::imageops::FilterType;
+use noprop_core::variant::ModelSpec;
+use noprop_core::SeededRng;
+use serde_json::json;
+
+use crate::cli::PredictArgs;
+use crate::eval::inference_options;
+use crate::model::load_model;
+use crate::train::EVAL_STREAM;
+
+/// Reads `path` as one normalised image `[C, S, S]` for a model of `spec`.
+pub fn load_image(
+    path: &Path,
+    spec: ModelSpec,
+    mean: &[f32],
+    std: &[f32],
+    device: &Device,
+) -> Result<Tensor> {
+    let image = image::ImageReader::open(path)
+        .with_context(|| format!("cannot read image {}", path.display()))?
+        .with_guessed_format()
+        .with_context(|| format!("cannot read image {}", path.display()))?
+        .decode()
+        .with_context(|| format!("{} is not a readable image (PNG expected)", path.display()))?;
+    let size = spec.image_size as u32;
+    let channels = spec.in_channels;
+    let pixels: Vec<u8> = match channels {
+        1 => {
+            image::imageops::resize(&image.to_luma8(), size, size, FilterType::Triangle).into_raw()
+        }
+        3 => image::imageops::resize(&image.to_rgb8(), size, size, FilterType::Triangle).into_raw(),
+        c => bail!("models with {c} input channels are not supported by predict"),
+    };
+    if mean.len() != channels || std.len() != channels {
+        bail!("the checkpoint's normalisation does not have one value per channel");
+    }
+    let s = spec.image_size;
+    // Interleaved HWC bytes to normalised CHW floats.
+    let mut chw = vec![0f32; channels * s * s];
+    for (i, &p) in pixels.iter().enumerate() {
+        let (pixel, c) = (i / channels, i % channels);
+        chw[c * s * s + pixel] = (p as f32 / 255.0 - mean[c]) / std[c];
+    }
+    Ok(Tensor::from_vec(chw, (channels, s, s), device)?)
+}
+
+/// Runs `noprop predict`.
+pub fn run(args: &PredictArgs) -> Result<()> {
+    let device = args.inference.device.open()?;
+    let loaded = load_model(&args.checkpoint, &device)?;
+    let meta = &loaded.checkpoint.meta;
+    let images = args
+        .images
+        .iter()
+        .map(|p| {
+            load_image(
+                p,
+                meta.spec,
+                &meta.normalize_mean,
+                &meta.normalize_std,
+                &device,
+            )
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let batch = Tensor::stack(&images, 0)?;
+    let options = inference_options(&args.inference, &loaded.config);
+    let seed = args.inference.seed.unwrap_or(loaded.config.seed);
+    let mut rng = SeededRng::new(seed).fork(EVAL_STREAM);
+    let probabilities = loaded
+        .model
+        .predict_proba(&batch, &options, &mut rng)?
+        .to_vec2::<f32>()?;
+    let mut results = Vec::new();
+    for (path, probs) in args.images.iter().zip(&probabilities) {
+        let (class, p) =
+            probs
+                .iter()
+                .copied()
+                .enumerate()
+                .fold((0, f32::NEG_INFINITY), |best, (i, p)| {
+                    if p > best.1 {
+                        (i, p)
+                    } else {
+                        best
+                    }
+                });
+        if args.json {
+            results.push(json!({
+                "file": path.display().to_string(),
+                "class": class,
+                "probability": p,
+                "probabilities": probs,
+            }));
+        } else {
+            let list: Vec<String> = probs
+                .iter()
+                .enumerate()
+                .map(|(i, p)| format!("{i}: {p:.3}"))
+                .collect();
+            println!("{}: class {class} (p = {p:.3})", path.display());
+            println!("  probabilities {}", list.join(", "));
+        }
+    }
+    if args.json {
+        println!(
+            "{}",
+            json!({ "checkpoint": args.checkpoint.display().to_string(), "predictions": results })
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn images_are_resized_converted_and_normalised() {
+        let dir = tempfile::tempdir().unwrap();
+        // A 56x56 colour image, left half white, right half black: after
+        // conversion to grey and resizing to 28x28 the left columns are 1.0
+        // and the right ones 0.0 before normalisation.
+        let img = image::RgbImage::from_fn(56, 56, |x, _| {
+            if x < 28 {
+                image::Rgb([255, 255, 255])
+            } else {
+                image::Rgb([0, 0, 0])
+            }
+        });
+        let path = dir.path().join("half.png");
+        img.save(&path).unwrap();
+        let spec = ModelSpec::mnist();
+        let t = load_image(&path, spec, &[0.5], &[0.25], &Device::Cpu).unwrap();
+        assert_eq!(t.dims(), &[1, 28, 28]);
+        let rows = t.squeeze(0).unwrap().to_vec2::<f32>().unwrap();
+        assert!(
+            (rows[10][0] - (1.0 - 0.5) / 0.25).abs() < 1e-6,
+            "{}",
+            rows[10][0]
+        );
+        assert!(
+            (rows[10][27] - (0.0 - 0.5) / 0.25).abs() < 1e-6,
+            "{}",
+            rows[10][27]
+        );
+
+        let colour = ModelSpec {
+            in_channels: 3,
+            image_size: 32,
+            num_classes: 10,
+        };
+        let t = load_image(
+            &path,
+            colour,
+            &[0.0, 0.0, 0.0],
+            &[1.0, 1.0, 1.0],
+            &Device::Cpu,
+        )
+        .unwrap();
+        assert_eq!(t.dims(), &[3, 32, 32]);
+
+        let text = dir.path().join("notes.png");
+        std::fs::write(&text, "not an image").unwrap();
+        let err = format!(
+            "{:#}",
+            load_image(&text, spec, &[0.5], &[0.25], &Device::Cpu).unwrap_err()
+        );
+        assert!(err.contains("notes.png"), "{err}");
+        let missing = dir.path().join("missing.png");
+        let err = format!(
+            "{:#}",
+            load_image(&missing, spec, &[0.5], &[0.25], &Device::Cpu).unwrap_err()
+        );
+        assert!(err.contains("missing.png"), "{err}");
+    }
+}

@@ -1,0 +1,268 @@
+//! Test support: a small real model implementing [`Variant`], and seeded
+//! synthetic data, so the trainer's machinery (checkpoints, resume, metrics,
+//! interruption, NaN stops) is tested independently of the NoProp variants.
+//!
+//! The model is a linear softmax classifier, logits = x W^T + b, trained by
+//! SGD with momentum on the cross-entropy, with Gaussian input noise drawn
+//! from the step's generator (so that resuming must restore the generator
+//! exactly as well as the momentum buffers).
+
+use std::collections::HashMap;
+
+use candle_core::{DType, Device, Result, Tensor, Var};
+use noprop_core::variant::ModelSpec;
+use noprop_core::{InferenceOptions, ParamStore, SeededRng, StepReport, Variant, VariantKind};
+use noprop_data::Split;
+
+/// Linear softmax classifier with SGD + momentum.
+pub struct LinearSoftmax {
+    store: ParamStore,
+    weight: Var,
+    bias: Var,
+    velocity_weight: Tensor,
+    velocity_bias: Tensor,
+    steps: u32,
+    num_classes: usize,
+    kind: VariantKind,
+    /// Learning rate; public so a test can make training diverge.
+    pub lr: f64,
+    momentum: f64,
+    input_noise: f32,
+}
+
+impl LinearSoftmax {
+    pub fn new(spec: ModelSpec, seed: u64, device: &Device) -> Result<Self> {
+        let store = ParamStore::new(SeededRng::new(seed));
+        let vb = store.var_builder(DType::F32, device);
+        let d = spec.image_dim();
+        let m = spec.num_classes;
+        vb.get_with_hints(
+            (m, d),
+            "head.weight",
+            candle_nn::init::DEFAULT_KAIMING_NORMAL,
+        )?;
+        vb.get_with_hints(m, "head.bias", candle_nn::Init::Const(0.0))?;
+        let weight = store.get("head.weight").expect("just created");
+        let bias = store.get("head.bias").expect("just created");
+        Ok(Self {
+            velocity_weight: weight.zeros_like()?,
+            velocity_bias: bias.zeros_like()?,
+            store,
+            weight,
+            bias,
+            steps: 0,
+            num_classes: m,
+            kind: VariantKind::Fm,
+            lr: 0.05,
+            momentum: 0.9,
+            input_noise: 0.1,
+        })
+    }
+
+    /// Pretends to be another variant (for the wrong-variant checks).
+    pub fn with_kind(mut self, kind: VariantKind) -> Self {
+        self.kind = kind;
+        self
+    }
+
+    fn logits(&self, images: &Tensor) -> Result<Tensor> {
+        images
+            .flatten_from(1)?
+            .matmul(&self.weight.as_tensor().t()?)?
+            .broadcast_add(self.bias.as_tensor())
+    }
+}
+
+impl Variant for LinearSoftmax {
+    fn kind(&self) -> VariantKind {
+        self.kind
+    }
+
+    fn num_classes(&self) -> usize {
+        self.num_classes
+    }
+
+    fn train_step(
+        &mut self,
+        images: &Tensor,
+        labels: &Tensor,
+        rng: &mut SeededRng,
+    ) -> Result<StepReport> {
+        let noise = (rng.normal(images.shape(), images.device())? * self.input_noise as f64)?;
+        let logits = self.logits(&(images + noise)?)?;
+        let loss = candle_nn::loss::cross_entropy(&logits, labels)?;
+        let grads = loss.backward()?;
+        for (var, velocity) in [
+            (&self.weight, &mut self.velocity_weight),
+            (&self.bias, &mut self.velocity_bias),
+        ] {
+            let g = grads.get(var).expect("the loss depends on every parameter");
+            *velocity = ((&*velocity * self.momentum)? + g)?;
+            var.set(&(var.as_tensor() - (&*velocity * self.lr)?)?)?;
+        }
+        self.steps += 1;
+        let loss = loss.to_scalar::<f32>()? as f64;
+        Ok(StepReport {
+            loss,
+            terms: vec![("ce".into(), loss)],
+        })
+    }
+
+    fn predict_proba(
+        &self,
+        images: &Tensor,
+        _options: &InferenceOptions,
+        _rng: &mut SeededRng,
+    ) -> Result<Tensor> {
+        candle_nn::ops::softmax_last_dim(&self.logits(images)?)
+    }
+
+    fn params(&self) -> &ParamStore {
+        &self.store
+    }
+
+    fn optimizer_state(&self) -> Result<Vec<(String, Tensor)>> {
+        Ok(vec![
+            (
+                "optim.steps".into(),
+                Tensor::new(&[self.steps], &Device::Cpu)?,
+            ),
+            (
+                "optim.velocity.head.bias".into(),
+                self.velocity_bias.clone(),
+            ),
+            (
+                "optim.velocity.head.weight".into(),
+                self.velocity_weight.clone(),
+            ),
+        ])
+    }
+
+    fn load_optimizer_state(&mut self, state: &HashMap<String, Tensor>) -> Result<()> {
+        let get = |name: &str| {
+            state.get(name).cloned().ok_or_else(|| {
+                candle_core::Error::Msg(format!("missing optimizer tensor `{name}`"))
+            })
+        };
+        let steps = get("optim.steps")?.to_vec1::<u32>()?;
+        let vw = get("optim.velocity.head.weight")?;
+        let vb = get("optim.velocity.head.bias")?;
+        if vw.dims() != self.weight.dims() || vb.dims() != self.bias.dims() || steps.len() != 1 {
+            candle_core::bail!("optimizer state has the wrong shapes");
+        }
+        self.steps = steps[0];
+        self.velocity_weight = vw.to_device(self.weight.device())?;
+        self.velocity_bias = vb.to_device(self.bias.device())?;
+        Ok(())
+    }
+
+    fn config_json(&self) -> serde_json::Value {
+        serde_json::json!({ "lr": self.lr, "momentum": self.momentum })
+    }
+}
+
+/// The spec of [`blobs`]: 1x4x4 images, 3 classes.
+pub fn blob_spec() -> ModelSpec {
+    ModelSpec {
+        in_channels: 1,
+        image_size: 4,
+        num_classes: 3,
+    }
+}
+
+/// `n` images of three Gaussian blobs (class means drawn once from seed 99,
+/// unit noise), seeded, so a linear classifier separates them well.
+pub fn blobs(n: usize, seed: u64) -> Split {
+    let spec = blob_spec();
+    let d = spec.image_dim();
+    let mut means_rng = SeededRng::new(99);
+    let means: Vec<Vec<f32>> = (0..spec.num_classes)
+        .map(|_| {
+            means_rng
+                .normal_vec(d)
+                .into_iter()
+                .map(|x| 2.0 * x)
+                .collect()
+        })
+        .collect();
+    let mut rng = SeededRng::new(seed);
+    let mut pixels = Vec::with_capacity(n * d);
+    let mut labels = Vec::with_capacity(n);
+    for i in 0..n {
+        let class = i % spec.num_classes;
+        labels.push(class as u32);
+        pixels.extend(means[class].iter().map(|m| m + rng.normal_f32()));
+    }
+    let images = Tensor::from_vec(pixels, (n, 1, 4, 4), &Device::Cpu).expect("shape matches");
+    let labels = Tensor::from_vec(labels, n, &Device::Cpu).expect("shape matches");
+    Split::new(images, labels).expect("valid split")
+}
+
+/// Wraps a model to simulate events at given steps (counted from 1 in this
+/// process): Ctrl-C arriving during a step (`stop_at`) and a batch that
+/// makes the loss NaN (`poison_at`: the images are replaced by NaN, so the
+/// model's own computation yields the NaN).
+pub struct Scripted<'a> {
+    pub inner: LinearSoftmax,
+    pub stop_at: Option<(u64, &'a std::sync::atomic::AtomicBool)>,
+    pub poison_at: Option<u64>,
+    pub steps: u64,
+}
+
+impl<'a> Scripted<'a> {
+    pub fn new(inner: LinearSoftmax) -> Self {
+        Self {
+            inner,
+            stop_at: None,
+            poison_at: None,
+            steps: 0,
+        }
+    }
+}
+
+impl Variant for Scripted<'_> {
+    fn kind(&self) -> VariantKind {
+        self.inner.kind()
+    }
+    fn num_classes(&self) -> usize {
+        self.inner.num_classes()
+    }
+    fn train_step(
+        &mut self,
+        images: &Tensor,
+        labels: &Tensor,
+        rng: &mut SeededRng,
+    ) -> Result<StepReport> {
+        self.steps += 1;
+        if let Some((at, flag)) = self.stop_at {
+            if at == self.steps {
+                flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        if self.poison_at == Some(self.steps) {
+            let nan = (images.ones_like()? * f64::NAN)?;
+            return self.inner.train_step(&nan, labels, rng);
+        }
+        self.inner.train_step(images, labels, rng)
+    }
+    fn predict_proba(
+        &self,
+        images: &Tensor,
+        options: &InferenceOptions,
+        rng: &mut SeededRng,
+    ) -> Result<Tensor> {
+        self.inner.predict_proba(images, options, rng)
+    }
+    fn params(&self) -> &ParamStore {
+        self.inner.params()
+    }
+    fn optimizer_state(&self) -> Result<Vec<(String, Tensor)>> {
+        self.inner.optimizer_state()
+    }
+    fn load_optimizer_state(&mut self, state: &HashMap<String, Tensor>) -> Result<()> {
+        self.inner.load_optimizer_state(state)
+    }
+    fn config_json(&self) -> serde_json::Value {
+        self.inner.config_json()
+    }
+}

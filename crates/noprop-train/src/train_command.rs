@@ -1,0 +1,425 @@
+//! `noprop train`: resolve the configuration, prepare (or reopen) the run
+//! directory, load the data, build (or restore) the model, run the
+//! [`Trainer`], and report.
+//!
+//! A run directory holds `config.toml` (the resolved configuration),
+//! `metrics.jsonl`, `last.safetensors`, `best.safetensors` and, once
+//! training has finished, `summary.json` (the `--json` output).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use anyhow::{bail, Context, Result};
+use noprop_core::variant::ModelSpec;
+use noprop_core::VariantKind;
+use noprop_data::Dataset;
+use serde_json::json;
+
+use crate::atomic::write_atomic;
+use crate::checkpoint::Checkpoint;
+use crate::cli::{TrainArgs, EXIT_INTERRUPTED};
+use crate::config::RunConfig;
+use crate::metrics::MetricsLog;
+use crate::model::build_fresh;
+use crate::overrides::Override;
+use crate::train::{RunData, TrainOutcome, Trainer, BEST_CHECKPOINT, CONFIG_FILE, LAST_CHECKPOINT};
+use crate::variants;
+
+/// Runs `noprop train`.
+pub fn run(args: &TrainArgs) -> Result<ExitCode> {
+    let (config, run_dir, resume) = match &args.resume {
+        Some(dir) => reopen(args, dir)?,
+        None => {
+            let config = RunConfig::load(
+                args.config.as_deref(),
+                &overrides(args)?,
+                &variants::resolve_section,
+            )?;
+            let dir = args
+                .out
+                .clone()
+                .unwrap_or_else(|| default_run_dir(config.variant));
+            prepare_run_dir(&dir, args.force)?;
+            write_atomic(&dir.join(CONFIG_FILE), config.to_toml()?.as_bytes())
+                .with_context(|| format!("cannot write {}", dir.join(CONFIG_FILE).display()))?;
+            (config, dir, false)
+        }
+    };
+    let device = config.device.open()?;
+    let dataset_config = config.data.dataset_config()?;
+    let dataset = Dataset::load(&dataset_config, &device)
+        .with_context(|| format!("cannot load the {} dataset", dataset_config.kind))?;
+    let (c, h, w) = dataset.image_shape();
+    if h != w {
+        bail!("images of {h}x{w} pixels: only square images are supported");
+    }
+    let spec = ModelSpec {
+        in_channels: c,
+        image_size: h,
+        num_classes: dataset.num_classes(),
+    };
+    let checkpoint = if resume {
+        let path = run_dir.join(LAST_CHECKPOINT);
+        let checkpoint = Checkpoint::load(&path, &device)?;
+        if checkpoint.meta.variant != config.variant.as_str() {
+            bail!(
+                "cannot resume {}: {} holds a NoProp-{} model but {} says variant {}",
+                run_dir.display(),
+                path.display(),
+                checkpoint.meta.variant.to_uppercase(),
+                CONFIG_FILE,
+                config.variant.as_str()
+            );
+        }
+        if checkpoint.meta.spec != spec {
+            bail!(
+                "cannot resume {}: {} was trained on {:?}, the data is {:?}",
+                run_dir.display(),
+                path.display(),
+                checkpoint.meta.spec,
+                spec
+            );
+        }
+        Some(checkpoint)
+    } else {
+        None
+    };
+    let train_split = dataset.train();
+    let prototype_source = (!resume).then(|| (train_split.images(), train_split.labels()));
+    let mut model = build_fresh(&config, spec, prototype_source, &device)?;
+    tracing::info!(
+        variant = config.variant.as_str(),
+        parameters = model.params().count_trainable(""),
+        run_dir = %run_dir.display(),
+        "model built"
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    install_ctrlc(&stop);
+    let (mean, std) = dataset.normalization();
+    let trainer = Trainer {
+        config: &config,
+        run_dir: &run_dir,
+        data: RunData {
+            train: train_split,
+            validation: dataset.validation(),
+            test: dataset.test(),
+            dataset: dataset.kind(),
+            spec,
+            mean: mean.to_vec(),
+            std: std.to_vec(),
+        },
+        stop: Some(&stop),
+        progress: !args.no_progress,
+    };
+    let outcome = trainer.run(model.as_mut(), checkpoint.as_ref());
+    let outcome = match resume {
+        true => outcome.with_context(|| format!("resuming {}", run_dir.display()))?,
+        false => outcome?,
+    };
+    report(
+        args,
+        &config,
+        &run_dir,
+        model.params().count_trainable(""),
+        &outcome,
+    )
+}
+
+/// Reopens `dir` for `--resume`: its config (with a new `--epochs` or
+/// `--device`) and checkpoint.
+fn reopen(args: &TrainArgs, dir: &Path) -> Result<(RunConfig, PathBuf, bool)> {
+    let conflicting = [
+        ("--variant", args.variant.is_some()),
+        ("--config", args.config.is_some()),
+        ("--embedding", args.embedding.is_some()),
+        ("--seed", args.seed.is_some()),
+        ("--dataset", args.dataset.is_some()),
+        ("--data-dir", args.data_dir.is_some()),
+        ("--train-limit", args.train_limit.is_some()),
+        ("--test-limit", args.test_limit.is_some()),
+        ("--validation", args.validation.is_some()),
+        ("--batch-size", args.batch_size.is_some()),
+        ("--lr", args.lr.is_some()),
+        ("--set", !args.set.is_empty()),
+        ("--out", args.out.is_some()),
+        ("--force", args.force),
+    ];
+    if let Some((flag, _)) = conflicting.iter().find(|(_, given)| *given) {
+        bail!(
+            "{flag} cannot be combined with --resume: a resumed run keeps the configuration in {} \
+             (only --epochs, --device and --json may change)",
+            dir.join(CONFIG_FILE).display()
+        );
+    }
+    if !dir.is_dir() {
+        bail!("cannot resume {}: no such run directory", dir.display());
+    }
+    let config_path = dir.join(CONFIG_FILE);
+    if !config_path.is_file() {
+        bail!(
+            "cannot resume {}: it has no {CONFIG_FILE} (not a run directory?)",
+            dir.display()
+        );
+    }
+    if !dir.join(LAST_CHECKPOINT).is_file() {
+        bail!(
+            "cannot resume {}: it has no {LAST_CHECKPOINT} (training never saved a checkpoint)",
+            dir.display()
+        );
+    }
+    let mut config = RunConfig::from_toml_file(&config_path, &variants::resolve_section)?;
+    let mut changed = false;
+    if let Some(epochs) = args.epochs {
+        changed |= config.epochs != epochs;
+        config.epochs = epochs;
+    }
+    if let Some(device) = args.device {
+        changed |= config.device != device;
+        config.device = device;
+    }
+    if changed {
+        write_atomic(&config_path, config.to_toml()?.as_bytes())
+            .with_context(|| format!("cannot update {}", config_path.display()))?;
+    }
+    Ok((config, dir.to_path_buf(), true))
+}
+
+/// The dedicated flags as configuration overrides, then the `--set` ones.
+fn overrides(args: &TrainArgs) -> Result<Vec<Override>> {
+    let mut list = Vec::new();
+    if let Some(v) = args.variant {
+        list.push(Override::flag(
+            "--variant",
+            &["variant"],
+            VariantKind::from(v).as_str(),
+        ));
+    }
+    let int = |n: u64| -> Result<i64> { i64::try_from(n).context("value too large") };
+    if let Some(n) = args.epochs {
+        list.push(Override::flag("--epochs", &["epochs"], int(n as u64)?));
+    }
+    if let Some(n) = args.seed {
+        list.push(Override::flag(
+            "--seed",
+            &["seed"],
+            int(n).context("--seed")?,
+        ));
+    }
+    if let Some(d) = args.device {
+        list.push(Override::flag("--device", &["device"], d.as_str()));
+    }
+    if let Some(name) = &args.dataset {
+        list.push(Override::flag(
+            "--dataset",
+            &["data", "dataset"],
+            name.as_str(),
+        ));
+    }
+    if let Some(dir) = &args.data_dir {
+        if !dir.is_dir() {
+            bail!("--data-dir {}: no such directory", dir.display());
+        }
+        let dir = dir
+            .canonicalize()
+            .with_context(|| format!("--data-dir {}", dir.display()))?;
+        list.push(Override::flag(
+            "--data-dir",
+            &["data", "dir"],
+            dir.display().to_string(),
+        ));
+    }
+    for (flag, key, value) in [
+        ("--train-limit", "train_limit", args.train_limit),
+        ("--test-limit", "test_limit", args.test_limit),
+        ("--validation", "validation", args.validation),
+    ] {
+        if let Some(n) = value {
+            list.push(Override::flag(flag, &["data", key], int(n as u64)?));
+        }
+    }
+    if let Some(n) = args.batch_size {
+        list.push(Override::flag(
+            "--batch-size",
+            &["batch_size"],
+            int(n as u64)?,
+        ));
+    }
+    // --embedding and --lr map onto keys of the selected variant's section,
+    // so the variant must be known: from --variant, else from the file.
+    if args.embedding.is_some() || args.lr.is_some() {
+        let kind = match args.variant {
+            Some(v) => VariantKind::from(v),
+            None => variant_in_file(args.config.as_deref())?.context(
+                "--embedding and --lr need the variant: pass --variant (or set `variant` in --config)",
+            )?,
+        };
+        if let Some(choice) = args.embedding {
+            let (path, value) = variants::embedding_override(kind, choice)?;
+            list.push(Override {
+                path,
+                value,
+                origin: "--embedding".into(),
+            });
+        }
+        if let Some(lr) = args.lr {
+            list.push(Override {
+                path: variants::lr_key(kind)?,
+                value: toml::Value::Float(lr),
+                origin: "--lr".into(),
+            });
+        }
+    }
+    for text in &args.set {
+        list.push(Override::parse_set(text)?);
+    }
+    Ok(list)
+}
+
+/// The `variant` a config file sets, if any.
+fn variant_in_file(path: Option<&Path>) -> Result<Option<VariantKind>> {
+    let Some(path) = path else { return Ok(None) };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    let table: toml::Table = text
+        .parse()
+        .with_context(|| format!("config file {} is not valid TOML", path.display()))?;
+    match table.get("variant") {
+        None => Ok(None),
+        Some(v) => {
+            Ok(Some(v.clone().try_into().with_context(|| {
+                format!("{}: bad `variant`", path.display())
+            })?))
+        }
+    }
+}
+
+/// `runs/<variant>-<YYYYMMDD-HHMMSS>` (UTC).
+fn default_run_dir(kind: VariantKind) -> PathBuf {
+    let stamp = crate::metrics::utc_timestamp(SystemTime::now());
+    let compact: String = stamp
+        .chars()
+        .filter(|c| c.is_ascii_digit() || *c == 'T')
+        .collect::<String>()
+        .replace('T', "-");
+    PathBuf::from("runs").join(format!("{}-{compact}", kind.as_str()))
+}
+
+/// Creates `dir`, refusing to overwrite an existing run unless `force`.
+fn prepare_run_dir(dir: &Path, force: bool) -> Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        bail!("--out {}: exists and is not a directory", dir.display());
+    }
+    let run_files = [
+        CONFIG_FILE,
+        LAST_CHECKPOINT,
+        BEST_CHECKPOINT,
+        "metrics.jsonl",
+        "summary.json",
+    ];
+    let existing: Vec<&str> = run_files
+        .iter()
+        .copied()
+        .filter(|f| dir.join(f).exists())
+        .collect();
+    if !existing.is_empty() {
+        if !force {
+            bail!(
+                "--out {} already holds a run ({}); continue it with --resume {}, \
+                 choose another --out, or pass --force to start over",
+                dir.display(),
+                existing.join(", "),
+                dir.display()
+            );
+        }
+        for file in existing {
+            std::fs::remove_file(dir.join(file))
+                .with_context(|| format!("cannot remove {}", dir.join(file).display()))?;
+        }
+    }
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create run directory {}", dir.display()))
+}
+
+/// Ctrl-C sets `stop`; a second Ctrl-C exits at once. The handler can be
+/// installed once per process, so a failure (a second install) is ignored.
+fn install_ctrlc(stop: &Arc<AtomicBool>) {
+    let flag = Arc::clone(stop);
+    let result = ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            eprintln!("\nsecond interrupt: exiting without saving");
+            std::process::exit(i32::from(EXIT_INTERRUPTED));
+        }
+        eprintln!(
+            "\ninterrupt: saving a checkpoint at the end of this step (Ctrl-C again to quit now)"
+        );
+    });
+    if let Err(e) = result {
+        tracing::warn!("cannot install the Ctrl-C handler: {e}");
+    }
+}
+
+/// Prints the outcome and writes `summary.json`.
+fn report(
+    args: &TrainArgs,
+    config: &RunConfig,
+    run_dir: &Path,
+    parameters: usize,
+    outcome: &TrainOutcome,
+) -> Result<ExitCode> {
+    let (status, state, last_epoch) = match outcome {
+        TrainOutcome::Completed { state, last_epoch } => ("completed", state, last_epoch.clone()),
+        TrainOutcome::Interrupted { state } => ("interrupted", state, None),
+    };
+    let epochs = MetricsLog::new(run_dir).read()?;
+    let last = last_epoch.or_else(|| epochs.last().cloned());
+    let train_seconds: f64 = epochs.iter().map(|m| m.train_seconds).sum();
+    let summary = json!({
+        "status": status,
+        "run_dir": run_dir.display().to_string(),
+        "variant": config.variant.as_str(),
+        "dataset": config.data.dataset,
+        "epochs": state.epochs_done,
+        "epochs_planned": config.epochs,
+        "step": state.step,
+        "parameters": parameters,
+        "train_seconds": train_seconds,
+        "train_accuracy": last.as_ref().and_then(|m| m.train_accuracy),
+        "test_accuracy": last.as_ref().map(|m| m.test_accuracy),
+        "validation_accuracy": last.as_ref().and_then(|m| m.validation_accuracy),
+        "best": state.best,
+        "last_checkpoint": run_dir.join(LAST_CHECKPOINT).display().to_string(),
+        "best_checkpoint": state.best.as_ref().map(|_| run_dir.join(BEST_CHECKPOINT).display().to_string()),
+    });
+    if status == "completed" {
+        let text = serde_json::to_string_pretty(&summary)? + "\n";
+        write_atomic(&run_dir.join("summary.json"), text.as_bytes())?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        let pct = |x: Option<f64>| x.map_or("-".to_string(), |a| format!("{:.2}%", 100.0 * a));
+        println!(
+            "{status}: NoProp-{} after {} epoch(s), {} steps; test accuracy {}; run directory {}",
+            config.variant.as_str().to_uppercase(),
+            state.epochs_done,
+            state.step,
+            pct(last.as_ref().map(|m| m.test_accuracy)),
+            run_dir.display()
+        );
+    }
+    if status == "interrupted" {
+        eprintln!(
+            "interrupted: {} holds epoch {} step {}; continue with `noprop train --resume {}`",
+            run_dir.join(LAST_CHECKPOINT).display(),
+            state.epochs_done,
+            state.step,
+            run_dir.display()
+        );
+        return Ok(ExitCode::from(EXIT_INTERRUPTED));
+    }
+    Ok(ExitCode::SUCCESS)
+}
