@@ -1,0 +1,464 @@
+//! [`NoPropCt`]: one [`CtFmBlock`] with time input, a linear head d -> m,
+//! the learned schedule, the class embedding W and one Adam optimizer with
+//! two groups (block + head + W; schedule).
+//!
+//! Training (one step, batch B): draw t [B] (uniform or importance),
+//! z_t ~ q(z_t | y), logits = block(x, z_t, t), loss of [`crate::loss`],
+//! one backward, one Adam step (learning rate scaled by the warm-up).
+//!
+//! Inference: z_0 ~ N(0, I) [B, d]; integrate the probability-flow ODE
+//! dz/dt = (-gamma'(t) / 2) (sqrt(ab(t)) u_hat(x, z, t) - ab(t) z) from
+//! t = 0 to 1 with the chosen stepper (the bounded form of
+//! ab' / (2 (1 - ab)) (u_hat / sqrt(ab) - z), since ab' = -gamma' ab (1 - ab));
+//! the image features are computed once per batch; probabilities
+//! softmax(head(z_1)), averaged over the runs.
+
+use candle_core::{DType, Device, Module, Result, Tensor};
+use candle_nn::Linear;
+use noprop_block::{BlockConfig, CtFmBlock, Mode};
+use noprop_core::optim::AdamConfig;
+use noprop_core::variant::ModelSpec;
+use noprop_core::{
+    kl_prior_tensor, marginal_sample_per_row, softmax_mix, Adam, ClassEmbedding, InferenceOptions,
+    LearnedSchedule, OdeSolver, ParamGroup, ParamStore, SeededRng, StepReport,
+};
+
+use crate::config::{CtConfig, TimeSampling};
+use crate::loss::{denoising_loss, CtLoss};
+use crate::names::{BLOCK_PREFIX, HEAD_PREFIX, SCHEDULE_PREFIX};
+
+/// Stream of the class-embedding initialisation (forked from the seed).
+const EMBEDDING_STREAM: u64 = 1;
+
+/// A NoProp-CT model with its optimizer (see the module doc).
+#[derive(Debug)]
+pub struct NoPropCt {
+    pub(crate) config: CtConfig,
+    pub(crate) spec: ModelSpec,
+    pub(crate) store: ParamStore,
+    pub(crate) block: CtFmBlock,
+    pub(crate) head: Linear,
+    pub(crate) schedule: LearnedSchedule,
+    pub(crate) embedding: ClassEmbedding,
+    pub(crate) optimizer: Adam,
+    pub(crate) device: Device,
+}
+
+impl NoPropCt {
+    /// A fresh model. `prototype_source` = normalised train images
+    /// [N, C, H, W] and labels [N] u32, required for prototype embeddings.
+    /// Every initial value comes from `SeededRng::new(seed)` (the store) and
+    /// its fork for the embedding.
+    pub fn new(
+        config: CtConfig,
+        spec: ModelSpec,
+        prototype_source: Option<(&Tensor, &Tensor)>,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Self> {
+        Self::build(
+            config,
+            spec,
+            device,
+            |store| {
+                let mut rng = SeededRng::new(seed).fork(EMBEDDING_STREAM);
+                ClassEmbedding::new(
+                    config.embedding,
+                    spec.num_classes,
+                    store,
+                    &mut rng,
+                    prototype_source,
+                    device,
+                )
+            },
+            seed,
+        )
+    }
+
+    /// A model with the right variables (values to be overwritten by
+    /// `params().load(..)` from a checkpoint); needs no training images.
+    pub fn for_loading(config: CtConfig, spec: ModelSpec, device: &Device) -> Result<Self> {
+        Self::build(
+            config,
+            spec,
+            device,
+            |store| {
+                ClassEmbedding::for_loading(
+                    config.embedding,
+                    spec.num_classes,
+                    spec.image_dim(),
+                    store,
+                    device,
+                )
+            },
+            0,
+        )
+    }
+
+    fn build(
+        config: CtConfig,
+        spec: ModelSpec,
+        device: &Device,
+        embedding: impl FnOnce(&ParamStore) -> Result<ClassEmbedding>,
+        seed: u64,
+    ) -> Result<Self> {
+        config.validate()?;
+        if spec.num_classes < 2 || spec.in_channels == 0 || spec.image_size == 0 {
+            candle_core::bail!(
+                "ct: the model spec needs >= 2 classes and a non-empty image, got {spec:?}"
+            );
+        }
+        let store = ParamStore::new(SeededRng::new(seed));
+        let embedding = embedding(&store)?;
+        let d = embedding.dim();
+        let vb = store.var_builder(DType::F32, device);
+        let block_config = BlockConfig::new(spec.in_channels, spec.image_size, d, spec.num_classes)
+            .with_dropout(config.dropout);
+        let block = CtFmBlock::new(&block_config, vb.pp(BLOCK_PREFIX))?;
+        let head = noprop_block::layers::linear(d, spec.num_classes, vb.pp(HEAD_PREFIX))?;
+        let schedule = LearnedSchedule::new(&config.schedule, vb.pp(SCHEDULE_PREFIX))?;
+
+        let schedule_prefix = format!("{SCHEDULE_PREFIX}.");
+        let (schedule_vars, model_vars): (Vec<_>, Vec<_>) = store
+            .trainable("")
+            .into_iter()
+            .partition(|(name, _)| name.starts_with(&schedule_prefix));
+        let mut schedule_group =
+            ParamGroup::new(schedule_vars).with_weight_decay(config.schedule_weight_decay);
+        if let Some(lr) = config.schedule_lr {
+            schedule_group = schedule_group.with_lr(lr);
+        }
+        let optimizer = Adam::new(
+            vec![ParamGroup::new(model_vars), schedule_group],
+            AdamConfig::adam(config.lr, config.weight_decay),
+        )?;
+        Ok(Self {
+            config,
+            spec,
+            store,
+            block,
+            head,
+            schedule,
+            embedding,
+            optimizer,
+            device: device.clone(),
+        })
+    }
+
+    pub fn config(&self) -> &CtConfig {
+        &self.config
+    }
+
+    pub fn spec(&self) -> ModelSpec {
+        self.spec
+    }
+
+    pub fn block(&self) -> &CtFmBlock {
+        &self.block
+    }
+
+    /// The learned noise schedule (for plotting alpha_bar, SNR').
+    pub fn schedule(&self) -> &LearnedSchedule {
+        &self.schedule
+    }
+
+    pub fn embedding(&self) -> &ClassEmbedding {
+        &self.embedding
+    }
+
+    /// Optimizer steps taken so far.
+    pub fn steps_taken(&self) -> u64 {
+        // The head gets a gradient on every step (the CE term).
+        u64::from(self.optimizer.step_count(&format!("{HEAD_PREFIX}.bias")))
+    }
+
+    fn check_batch(&self, images: &Tensor) -> Result<usize> {
+        let s = self.spec;
+        let want = [s.in_channels, s.image_size, s.image_size];
+        if images.rank() != 4 || images.dims()[1..] != want {
+            candle_core::bail!(
+                "ct: images must be [B, {}, {}, {}], got {:?}",
+                want[0],
+                want[1],
+                want[2],
+                images.dims()
+            );
+        }
+        let b = images.dim(0)?;
+        if b == 0 {
+            candle_core::bail!("ct: empty batch");
+        }
+        Ok(b)
+    }
+
+    /// The loss terms on a batch, drawing t, z_t, z_1 and dropout from `rng`.
+    pub fn loss(&self, images: &Tensor, labels: &Tensor, rng: &mut SeededRng) -> Result<CtLoss> {
+        let b = self.check_batch(images)?;
+        if labels.dims() != [b] {
+            candle_core::bail!(
+                "ct: labels must be [{b}] for {b} images, got {:?}",
+                labels.dims()
+            );
+        }
+        let labels = labels.to_dtype(DType::U32)?;
+        let u_y = self.embedding.rows(&labels)?; // [B, d]
+        let w = self.embedding.matrix();
+        let (t, weight) = match self.config.time_sampling {
+            TimeSampling::Uniform => {
+                let t = rng.uniform(0.0, 1.0, b, &self.device)?;
+                let snr_prime = self.schedule.snr_prime(&t)?;
+                (t, snr_prime)
+            }
+            TimeSampling::Importance => {
+                let s = self.schedule.sample_t_importance(
+                    b,
+                    self.config.importance_cells,
+                    self.config.importance_uniform_mix,
+                    rng,
+                )?;
+                let snr_prime = self.schedule.snr_prime(&s.t)?;
+                (s.t, (snr_prime / s.density)?)
+            }
+        };
+        let alpha_bar = self.schedule.alpha_bar(&t)?;
+        let z_t = marginal_sample_per_row(&u_y, &alpha_bar, rng)?;
+        let logits = self.block.forward(images, &z_t, &t, Mode::Train(rng))?;
+        let denoise = denoising_loss(&logits, &w, &u_y, &weight, self.config.eta)?;
+
+        let ab_1 = self
+            .schedule
+            .alpha_bar_clean_end()?
+            .broadcast_as(b)?
+            .contiguous()?;
+        let z_1 = marginal_sample_per_row(&u_y, &ab_1, rng)?;
+        let ce = candle_nn::loss::cross_entropy(&self.head.forward(&z_1)?, &labels)?;
+        let kl = kl_prior_tensor(&u_y, &self.schedule.alpha_bar_noise_end()?)?;
+        Ok(CtLoss { denoise, ce, kl })
+    }
+
+    /// One optimisation step: loss, backward, Adam with the warm-up factor.
+    pub(crate) fn step(
+        &mut self,
+        images: &Tensor,
+        labels: &Tensor,
+        rng: &mut SeededRng,
+    ) -> Result<StepReport> {
+        let loss = self.loss(images, labels, rng)?;
+        let total = loss.total()?;
+        let grads = total.backward()?;
+        let factor = self.config.warmup_factor(self.steps_taken() + 1);
+        self.optimizer.set_group_lr(0, self.config.lr * factor)?;
+        let schedule_lr = self.config.schedule_lr.unwrap_or(self.config.lr);
+        self.optimizer.set_group_lr(1, schedule_lr * factor)?;
+        self.optimizer.step(&grads)?;
+        // One host read-out for every reported number.
+        let (g0, g1) = (self.schedule_var("gamma_0")?, self.schedule_var("gamma_1")?);
+        let values = Tensor::cat(
+            &[
+                total.reshape(1)?,
+                loss.denoise.reshape(1)?,
+                loss.ce.reshape(1)?,
+                loss.kl.reshape(1)?,
+                g0,
+                g1,
+            ],
+            0,
+        )?
+        .to_dtype(DType::F64)?
+        .to_vec1::<f64>()?;
+        if !values[0].is_finite() {
+            candle_core::bail!(
+                "ct: the loss is not finite ({}); lower lr or use a warm-up",
+                values[0]
+            );
+        }
+        Ok(StepReport {
+            loss: values[0],
+            terms: ["denoise", "ce", "kl", "gamma_0", "gamma_1"]
+                .iter()
+                .zip(&values[1..])
+                .map(|(n, v)| (n.to_string(), *v))
+                .collect(),
+        })
+    }
+
+    fn schedule_var(&self, name: &str) -> Result<Tensor> {
+        let full = format!("{SCHEDULE_PREFIX}.{name}");
+        match self.store.get(&full) {
+            Some(v) => Ok(v.as_tensor().detach()),
+            None => candle_core::bail!("ct: missing schedule variable `{full}`"),
+        }
+    }
+
+    /// Class probabilities [B, m] for images [B, C, H, W] by the
+    /// probability-flow ODE (see the module doc), in batches of
+    /// `eval_batch_size`.
+    pub fn predict_proba(
+        &self,
+        images: &Tensor,
+        options: &InferenceOptions,
+        rng: &mut SeededRng,
+    ) -> Result<Tensor> {
+        let n = self.check_batch(images)?;
+        let steps = options.steps.unwrap_or(self.config.inference_steps);
+        let solver = options.solver.unwrap_or(self.config.solver);
+        let runs = options.runs.unwrap_or(self.config.runs);
+        if steps == 0 || runs == 0 {
+            candle_core::bail!(
+                "ct: inference needs steps >= 1 and runs >= 1, got {steps} and {runs}"
+            );
+        }
+        let chunk = self.config.eval_batch_size;
+        let mut parts = Vec::with_capacity(n.div_ceil(chunk));
+        let mut start = 0;
+        while start < n {
+            let len = chunk.min(n - start);
+            let x = images.narrow(0, start, len)?;
+            parts.push(self.predict_proba_batch(&x, steps, solver, runs, rng)?);
+            start += len;
+        }
+        Tensor::cat(&parts, 0)
+    }
+
+    fn predict_proba_batch(
+        &self,
+        images: &Tensor,
+        steps: usize,
+        solver: OdeSolver,
+        runs: usize,
+        rng: &mut SeededRng,
+    ) -> Result<Tensor> {
+        let b = images.dim(0)?;
+        // Nothing here is trained: detach so no graph outlives a step.
+        let features = self.block.image_features(images, Mode::Eval)?.detach();
+        let w = self.embedding.matrix().detach();
+        let mut sum: Option<Tensor> = None;
+        for _ in 0..runs {
+            let z0 = rng.normal((b, self.embedding.dim()), &self.device)?;
+            let z1 =
+                solver.integrate(&z0, 0.0, 1.0, steps, |z, t| self.drift(&features, &w, z, t))?;
+            let probs = candle_nn::ops::softmax_last_dim(&self.head.forward(&z1)?.detach())?;
+            sum = Some(match sum {
+                None => probs,
+                Some(s) => (s + probs)?,
+            });
+        }
+        let sum = sum.expect("runs >= 1");
+        sum / runs as f64
+    }
+
+    /// dz/dt = (-gamma'(t) / 2) (sqrt(ab) u_hat - ab z) at one time t for the
+    /// whole batch; the schedule is evaluated once at t, not per row.
+    fn drift(&self, features: &Tensor, w: &Tensor, z: &Tensor, t: f64) -> Result<Tensor> {
+        let b = z.dim(0)?;
+        let values = self
+            .schedule
+            .evaluate(&Tensor::new(&[t as f32], &self.device)?)?;
+        let t_batch = Tensor::full(t as f32, b, &self.device)?;
+        let logits = self
+            .block
+            .forward_from_features(features, z, &t_batch, Mode::Eval)?;
+        let u_hat = softmax_mix(&logits, w)?;
+        let ab = values.alpha_bar.detach(); // [1]
+        let rate = (values.gamma_prime.detach() * -0.5)?; // [1]
+        let toward = (u_hat.broadcast_mul(&ab.sqrt()?)? - z.broadcast_mul(&ab)?)?;
+        Ok(toward.broadcast_mul(&rate)?.detach())
+    }
+
+    /// Accuracy of `predict_proba`'s argmax on `images` [N, C, H, W] against
+    /// `labels` [N].
+    pub fn evaluate(
+        &self,
+        images: &Tensor,
+        labels: &Tensor,
+        options: &InferenceOptions,
+        rng: &mut SeededRng,
+    ) -> Result<f64> {
+        let n = self.check_batch(images)?;
+        if labels.dims() != [n] {
+            candle_core::bail!("ct: labels must be [{n}], got {:?}", labels.dims());
+        }
+        let pred = self.predict_proba(images, options, rng)?.argmax(1)?;
+        let correct = pred
+            .eq(&labels.to_dtype(DType::U32)?)?
+            .to_dtype(DType::F64)?
+            .sum_all()?
+            .to_scalar::<f64>()?;
+        Ok(correct / n as f64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use noprop_core::EmbeddingKind;
+
+    #[test]
+    fn drift_matches_the_schedule_probability_flow() {
+        // The per-batch drift (schedule evaluated once at t) must equal the
+        // core's per-row `probability_flow_drift` given the same u_hat.
+        let dev = Device::Cpu;
+        let m = NoPropCt::new(CtConfig::default(), ModelSpec::mnist(), None, 0, &dev).unwrap();
+        let mut rng = SeededRng::new(1);
+        let x = rng.normal((3, 1, 28, 28), &dev).unwrap();
+        let z = rng.normal((3, 10), &dev).unwrap();
+        let features = m.block.image_features(&x, Mode::Eval).unwrap();
+        let w = m.embedding.matrix();
+        for t in [0.0, 0.3, 1.0] {
+            let got = m.drift(&features, &w, &z, t).unwrap();
+            let tb = Tensor::full(t as f32, 3, &dev).unwrap();
+            let logits = m.block.forward(&x, &z, &tb, Mode::Eval).unwrap();
+            let u_hat = softmax_mix(&logits, &w).unwrap();
+            let want = m.schedule.probability_flow_drift(&z, &u_hat, &tb).unwrap();
+            let err = (got - want)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(err < 1e-5, "t = {t}: {err}");
+        }
+    }
+
+    #[test]
+    fn learned_embedding_trains_w_and_schedule_gets_no_decay_by_default() {
+        let dev = Device::Cpu;
+        let config = CtConfig {
+            embedding: EmbeddingKind::Learned { dim: 20 },
+            ..CtConfig::default()
+        };
+        let mut m = NoPropCt::new(config, ModelSpec::mnist(), None, 0, &dev).unwrap();
+        assert_eq!(m.optimizer.group_hyperparameters(0), Some((1e-3, 1e-3)));
+        assert_eq!(m.optimizer.group_hyperparameters(1), Some((1e-3, 0.0)));
+        let before = m.embedding.matrix().copy().unwrap();
+        let mut rng = SeededRng::new(2);
+        let x = rng.normal((4, 1, 28, 28), &dev).unwrap();
+        let y = Tensor::new(&[1u32, 2, 3, 4], &dev).unwrap();
+        let report = m.step(&x, &y, &mut rng).unwrap();
+        assert!(report.loss.is_finite());
+        assert_eq!(m.steps_taken(), 1);
+        let moved = (m.embedding.matrix() - before)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(moved > 0.0);
+        let names = m.store.names();
+        for want in [
+            "embedding.weight",
+            "head.weight",
+            "schedule.gamma_0",
+            "block.time.fc.weight",
+        ] {
+            assert!(
+                names.iter().any(|n| n == want),
+                "{want} missing from {names:?}"
+            );
+        }
+    }
+}
