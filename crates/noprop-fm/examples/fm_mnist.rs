@@ -1,6 +1,6 @@
 //! Trains NoProp-FM on part of the embedded MNIST and prints test accuracy.
 //!
-//! `cargo run --release -p noprop-fm --example train_mnist -- [TRAIN] [EPOCHS] [STEPS]`
+//! `cargo run --release -p noprop-fm --example fm_mnist -- [TRAIN] [EPOCHS] [STEPS]`
 //! (defaults: 5000 training images, 1 epoch, 100 Euler steps; all 10,000 test images).
 
 use std::time::Instant;
