@@ -153,14 +153,16 @@ impl NoPropFm {
         solver: noprop_core::OdeSolver,
     ) -> Result<Tensor> {
         let batch = images.dim(0)?;
-        let features = self.block.image_features(images, Mode::Eval)?;
-        let w = self.embedding.matrix();
-        solver.integrate(z0, 0.0, 1.0, steps, |z, t| {
+        // Detached: inference must not record a backprop graph, which would
+        // keep every step's activations alive (the weights are variables).
+        let features = self.block.image_features(images, Mode::Eval)?.detach();
+        let w = self.embedding.matrix().detach();
+        solver.integrate(&z0.detach(), 0.0, 1.0, steps, |z, t| {
             let t = Tensor::full(t as f32, batch, &self.device)?;
             let logits = self
                 .block
                 .forward_from_features(&features, z, &t, Mode::Eval)?;
-            linear_mix(&logits, &w)
+            Ok(linear_mix(&logits, &w)?.detach())
         })
     }
 
