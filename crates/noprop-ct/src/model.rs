@@ -409,7 +409,7 @@ mod tests {
             let tb = Tensor::full(t as f32, 3, &dev).unwrap();
             let logits = m.block.forward(&x, &z, &tb, Mode::Eval).unwrap();
             let u_hat = softmax_mix(&logits, &w).unwrap();
-            let want = m.schedule.probability_flow_drift(&z, &u_hat, &tb).unwrap();
+            let want = m.schedule.probability_flow_drift(&z, &u_hat, t).unwrap();
             let err = (got - want)
                 .unwrap()
                 .abs()

@@ -1,7 +1,7 @@
 //! Trains NoProp-CT on embedded MNIST and prints the test accuracy.
 //!
 //! ```text
-//! cargo run --release --example train_mnist -p noprop-ct -- \
+//! cargo run --release --example ct_mnist -p noprop-ct -- \
 //!     [--train-limit 5000] [--test-limit 2000] [--epochs 1] [--batch-size 128] \
 //!     [--embedding one-hot|dim20|prototype] [--sampling importance|uniform] \
 //!     [--alpha-bar-noise 0.01] [--alpha-bar-clean 0.99] [--schedule-wd 0] \
