@@ -19,7 +19,7 @@
 //! | preset | data | epochs | for |
 //! |---|---|---|---|
 //! | default | 10,000 train / 10,000 test images ([`DEFAULT_PLAN`]) | DT 1, CT 3, FM 3 | this 2-core CPU, about 30 minutes |
-//! | `--quick` | 2,000 train / 1,000 test images | 1 | trying it out: a few minutes |
+//! | `--quick` | 5,000 train / 1,000 test images | 1 | trying it out: a few minutes |
 //! | `--preset paper` | full MNIST, `configs/paper-mnist-<v>.toml` | 100 | a GPU |
 //!
 //! Outside the paper preset, CT and FM infer with 100 ODE steps
@@ -86,7 +86,7 @@ pub struct TrainAllArgs {
     /// Variants to train, comma-separated.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "dt,ct,fm")]
     pub variants: Vec<Variant>,
-    /// A few minutes: 2,000 training images, 1,000 test images, 1 epoch.
+    /// A few minutes: 5,000 training images, 1,000 test images, 1 epoch.
     #[arg(long, conflicts_with = "preset")]
     pub quick: bool,
     /// Training recipe.
@@ -137,7 +137,7 @@ const FAST_INFERENCE_STEPS: usize = 100;
 const SCHEDULE_GRID: usize = 101;
 
 /// `--quick` sizes.
-const QUICK_TRAIN_LIMIT: usize = 2_000;
+const QUICK_TRAIN_LIMIT: usize = 5_000;
 const QUICK_TEST_LIMIT: usize = 1_000;
 
 /// The settings of one variant's run.
@@ -601,7 +601,7 @@ mod tests {
         assert_eq!(lines.len(), 7);
         assert_eq!(
             lines[0],
-            "noprop train --variant fm --seed 7 --epochs 2 --device cpu --train-limit 2000 --test-limit 1000 --set eval.steps=100 --out /tmp/x/fm"
+            "noprop train --variant fm --seed 7 --epochs 2 --device cpu --train-limit 5000 --test-limit 1000 --set eval.steps=100 --out /tmp/x/fm"
         );
         assert_eq!(
             lines[1],

@@ -2,14 +2,15 @@
 //!
 //! Each number comes from the most specific source present, in this order:
 //!
-//! - test accuracy: `summary.json`, else `eval.json` (a full evaluation of
-//!   the final checkpoint), else the last epoch of `metrics.jsonl`;
+//! - test accuracy: `eval.json` (`noprop eval` of the final checkpoint),
+//!   else the trainer's `summary.json`, else the last epoch of
+//!   `metrics.jsonl`;
 //! - train accuracy: `summary.json`, else the last epoch (running accuracy on
 //!   the batches seen in that epoch);
 //! - training time: `summary.json`, else the sum of the epochs' training
 //!   seconds (evaluation excluded);
-//! - inference time (ms per image): `summary.json`, else `eval.json` (its
-//!   ms per image, or its seconds over its image count), else the last
+//! - inference time (ms per image): `eval.json` (its ms per image, or its
+//!   seconds over its image count), else `summary.json`, else the last
 //!   epoch's evaluation seconds over the test set size;
 //! - parameter count: `summary.json`, else `info.json`.
 //!
@@ -39,7 +40,7 @@ pub struct RunSummary {
     /// Epochs completed (lines in metrics.jsonl).
     pub epochs: usize,
     pub test_accuracy: Option<f64>,
-    /// Where `test_accuracy` came from: "summary.json", "eval.json" or
+    /// Where `test_accuracy` came from: "eval.json", "summary.json" or
     /// "last epoch".
     pub test_accuracy_source: String,
     pub best_test_accuracy: Option<f64>,
@@ -97,9 +98,10 @@ const PARAM_KEYS: &[&str] = &[
 impl RunSummary {
     /// Computes the summary of one run (see the module doc for the sources).
     pub fn from_run(run: &RunData) -> Self {
+        // The explicit final evaluation first: its settings are recorded.
         let sources: Vec<(&str, &Value)> = [
-            ("summary.json", run.summary.as_ref()),
             ("eval.json", run.eval.as_ref()),
+            ("summary.json", run.summary.as_ref()),
         ]
         .into_iter()
         .filter_map(|(name, v)| Some((name, v?)))
