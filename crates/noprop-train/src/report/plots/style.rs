@@ -87,7 +87,8 @@ pub fn log_bounds(values: impl IntoIterator<Item = f64>) -> Option<(f64, f64)> {
     }
     let lo = 10f64.powf(lo.log10().floor());
     let hi = 10f64.powf(hi.log10().ceil()).max(lo * 10.0);
-    Some((lo, hi))
+    // A hair wider, so rounding never drops the end decades' tick labels.
+    Some((lo * 0.999, hi * 1.001))
 }
 
 /// An axis tick label without needless decimals: 200 not "200.0", 0.05
@@ -110,8 +111,12 @@ mod tests {
         assert_eq!(percent_floor(97.3), 80.0);
         assert_eq!(percent_floor(12.0), 0.0);
         assert_eq!(percent_floor(100.0), 90.0);
-        assert_eq!(log_bounds([0.05, 3.0, -1.0]), Some((0.01, 10.0)));
-        assert_eq!(log_bounds([10.0]), Some((10.0, 100.0)));
+        let close = |a: Option<(f64, f64)>, b: (f64, f64)| {
+            let (lo, hi) = a.unwrap();
+            (lo / b.0 - 0.999).abs() < 1e-12 && (hi / b.1 - 1.001).abs() < 1e-12
+        };
+        assert!(close(log_bounds([0.05, 3.0, -1.0]), (0.01, 10.0)));
+        assert!(close(log_bounds([10.0]), (10.0, 100.0)));
         assert_eq!(log_bounds([0.0]), None);
         assert!((headroom(1.0) - 1.18).abs() < 1e-12);
         assert_eq!(headroom(0.0), 1.0);
