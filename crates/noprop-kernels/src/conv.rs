@@ -1,15 +1,22 @@
-//! Valid, stride-1 2-D convolution with bias and optional fused ReLU, as a
-//! candle custom op with its own backward pass.
+//! Valid, stride-1 2-D convolution with bias and a fused epilogue (nothing,
+//! ReLU, or ReLU then 2x2 max pooling), as a candle custom op with its own
+//! backward pass.
 //!
 //! Shapes: `x [B, C_in, H, W]`, `w [C_out, C_in, K_h, K_w]`, `b [C_out]`,
-//! `y [B, C_out, OH, OW]` with `OH = H-K_h+1`, `OW = W-K_w+1`.
+//! pre-activation `a [B, C_out, OH, OW]` with `OH = H-K_h+1`, `OW = W-K_w+1`;
+//! the output is `a`, `relu(a)`, or `pool(relu(a)) [B, C_out, OH/2, OW/2]`.
 //!
-//! - forward: `y = act(w ⋆ x + b)`, `act` the identity or ReLU, computed per
-//!   group of images as `w [C_out, C_in*K_h*K_w] · cols` (see [`crate::im2col`]).
-//! - backward, with `g = dL/dy ⊙ [y > 0]` for ReLU (`g = dL/dy` otherwise):
-//!   `db = Σ_{b,p} g`, `dw = Σ_groups g · colsᵀ`, `dx = col2im(wᵀ · g)`.
-//!   A gradient is computed only for the operands that need one
-//!   (`Tensor::track_op`): the first layer's input never does.
+//! - forward: `a = w ⋆ x + b`, computed per group of images as
+//!   `w [C_out, C_in*K_h*K_w] · cols` (see [`crate::im2col`]); the epilogue
+//!   is applied while copying the product out. With pooling, the full-size
+//!   `a` is never stored: only the pooled output and, when a gradient will
+//!   be needed, each window's argmax (one byte per output).
+//! - backward: `g = dL/da` is `dL/dy`, `dL/dy ⊙ [y > 0]` (ReLU), or, with
+//!   pooling, `dL/dy` placed at each window's argmax where `y > 0` and zero
+//!   elsewhere (`relu` and `max` commute, so this is exactly the gradient of
+//!   the unfused ops). Then `db = Σ_{b,p} g`, `dw = Σ_groups g · colsᵀ`,
+//!   `dx = col2im(wᵀ · g)`. A gradient is computed only for the operands
+//!   that need one (`Tensor::track_op`): the first layer's input never does.
 //!
 //! Threading: the batch is cut into groups of a fixed number of images that
 //! depends only on the layer's shape; groups run in parallel on rayon's
@@ -17,7 +24,7 @@
 //! are summed in group order, so results are bitwise identical for any thread
 //! count.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -77,15 +84,58 @@ pub(crate) fn conv_geometry(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Resul
     })
 }
 
-/// The custom op: convolution + bias (+ ReLU) on contiguous f32 CPU tensors.
+/// What is applied to `a = w ⋆ x + b` before it is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Epilogue {
+    /// `y = a`.
+    None,
+    /// `y = relu(a)`.
+    Relu,
+    /// `y = maxpool2x2(relu(a))` (odd last row/column dropped).
+    ReluMaxPool,
+}
+
+impl Epilogue {
+    /// Output `(height, width)` of one plane.
+    fn out_hw(self, geo: &ConvGeometry) -> (usize, usize) {
+        match self {
+            Epilogue::None | Epilogue::Relu => (geo.out_h(), geo.out_w()),
+            Epilogue::ReluMaxPool => (geo.out_h() / 2, geo.out_w() / 2),
+        }
+    }
+
+    fn out_image_len(self, geo: &ConvGeometry) -> usize {
+        let (h, w) = self.out_hw(geo);
+        geo.c_out * h * w
+    }
+}
+
+/// The custom op on contiguous f32 CPU tensors.
 pub(crate) struct Conv2dOp {
-    pub geo: ConvGeometry,
-    pub relu: bool,
+    geo: ConvGeometry,
+    epilogue: Epilogue,
+    /// With pooling and a gradient to come: each window's argmax, filled by
+    /// the forward pass (`0..4`, row-major in the window).
+    argmax: Option<OnceLock<Vec<u8>>>,
 }
 
 impl Conv2dOp {
-    pub fn apply(self, x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
-        let op: Arc<Box<dyn CustomOp3 + Send + Sync>> = Arc::new(Box::new(self));
+    /// Applies the op; with pooling, argmaxes are kept only if some operand
+    /// will need a gradient.
+    pub fn apply(
+        geo: ConvGeometry,
+        epilogue: Epilogue,
+        x: &Tensor,
+        weight: &Tensor,
+        bias: &Tensor,
+    ) -> Result<Tensor> {
+        let needs_grad = x.track_op() || weight.track_op() || bias.track_op();
+        let argmax = (epilogue == Epilogue::ReluMaxPool && needs_grad).then(OnceLock::new);
+        let op: Arc<Box<dyn CustomOp3 + Send + Sync>> = Arc::new(Box::new(Self {
+            geo,
+            epilogue,
+            argmax,
+        }));
         x.contiguous()?
             .apply_op3_arc(&weight.contiguous()?, &bias.contiguous()?, op)
     }
@@ -93,10 +143,10 @@ impl Conv2dOp {
 
 impl CustomOp3 for Conv2dOp {
     fn name(&self) -> &'static str {
-        if self.relu {
-            "noprop-conv2d-relu"
-        } else {
-            "noprop-conv2d"
+        match self.epilogue {
+            Epilogue::None => "noprop-conv2d",
+            Epilogue::Relu => "noprop-conv2d-relu",
+            Epilogue::ReluMaxPool => "noprop-conv2d-relu-maxpool2x2",
         }
     }
 
@@ -113,9 +163,17 @@ impl CustomOp3 for Conv2dOp {
         let x = cpu_f32(x, x_l, "conv2d input")?;
         let w = cpu_f32(w, w_l, "conv2d weight")?;
         let b = cpu_f32(b, b_l, "conv2d bias")?;
-        let y = conv_forward(geo, self.relu, x, w, b);
-        let shape = Shape::from((geo.batch, geo.c_out, geo.out_h(), geo.out_w()));
-        Ok((CpuStorage::F32(y), shape))
+        let (y, argmax) = conv_forward(geo, self.epilogue, self.argmax.is_some(), x, w, b);
+        if let (Some(cell), Some(argmax)) = (&self.argmax, argmax) {
+            if cell.set(argmax).is_err() {
+                bail!("noprop-conv2d: forward ran twice on one op")
+            }
+        }
+        let (oh, ow) = self.epilogue.out_hw(geo);
+        Ok((
+            CpuStorage::F32(y),
+            Shape::from((geo.batch, geo.c_out, oh, ow)),
+        ))
     }
 
     fn bwd(
@@ -139,8 +197,18 @@ impl CustomOp3 for Conv2dOp {
                 F32Guard::new(y, "conv2d output"),
                 F32Guard::new(&dy, "conv2d output gradient"),
             );
-            let y = if self.relu { Some(yg.data()?) } else { None };
-            conv_backward(&self.geo, need, xg.data()?, wg.data()?, y, dyg.data()?)
+            let (y, dy) = (yg.data()?, dyg.data()?);
+            let out_grad = match self.epilogue {
+                Epilogue::None => OutputGrad::Plain { dy },
+                Epilogue::Relu => OutputGrad::Relu { y, dy },
+                Epilogue::ReluMaxPool => {
+                    let Some(argmax) = self.argmax.as_ref().and_then(OnceLock::get) else {
+                        bail!("noprop-conv2d: pooling argmaxes missing in backward")
+                    };
+                    OutputGrad::ReluMaxPool { y, argmax, dy }
+                }
+            };
+            conv_backward(&self.geo, need, xg.data()?, wg.data()?, out_grad)
         };
         let dev = x.device();
         let dx = grads
@@ -159,20 +227,52 @@ impl CustomOp3 for Conv2dOp {
     }
 }
 
-/// Forward pass over the whole batch; `y` is `[B, C_out, OH, OW]` row-major.
+/// Index in `0..4` of the largest of four values, ties to the first.
+#[inline]
+fn argmax4(v: [f32; 4]) -> usize {
+    let mut best = 0;
+    for k in 1..4 {
+        if v[k] > v[best] {
+            best = k;
+        }
+    }
+    best
+}
+
+/// Forward pass over the whole batch: the output (row-major, shape per the
+/// epilogue) and, if `keep_argmax` (pooling only), the argmaxes.
 pub(crate) fn conv_forward(
     geo: &ConvGeometry,
-    relu: bool,
+    epilogue: Epilogue,
+    keep_argmax: bool,
     x: &[f32],
     w: &[f32],
     b: &[f32],
-) -> Vec<f32> {
+) -> (Vec<f32>, Option<Vec<u8>>) {
     let (p, patch, c_out) = (geo.out_pixels(), geo.patch_len(), geo.c_out);
     let per_group = images_per_group(geo);
-    let mut y = vec![0.0f32; geo.batch * geo.out_image_len()];
-    y.par_chunks_mut(per_group * geo.out_image_len())
+    let out_image = epilogue.out_image_len(geo);
+    let mut y = vec![0.0f32; geo.batch * out_image];
+    // Pooling without a later backward still needs somewhere to write argmaxes.
+    let mut argmax = vec![
+        0u8;
+        if epilogue == Epilogue::ReluMaxPool {
+            y.len()
+        } else {
+            0
+        }
+    ];
+    let argmax_chunk = if argmax.is_empty() {
+        1
+    } else {
+        per_group * out_image
+    };
+    let mut argmax_chunks: Vec<&mut [u8]> = argmax.chunks_mut(argmax_chunk).collect();
+    argmax_chunks.resize_with(geo.batch.div_ceil(per_group), Default::default);
+    y.par_chunks_mut(per_group * out_image)
         .zip(x.par_chunks(per_group * geo.in_image_len()))
-        .for_each(|(y_group, x_group)| {
+        .zip(argmax_chunks.into_par_iter())
+        .for_each(|((y_group, x_group), argmax_group)| {
             let n_cols = (x_group.len() / geo.in_image_len()) * p;
             with_scratch([patch * n_cols, c_out * n_cols], |[cols, prod]| {
                 im2col(geo, x_group, cols);
@@ -183,25 +283,43 @@ pub(crate) fn conv_forward(
                     MatRef::row_major(w, c_out, patch),
                     MatRef::row_major(cols, patch, n_cols),
                 );
-                // prod is [C_out, (image, pixel)]; y is [image, C_out, pixel].
-                for (i, y_image) in y_group.chunks_exact_mut(geo.out_image_len()).enumerate() {
-                    for (co, y_plane) in y_image.chunks_exact_mut(p).enumerate() {
-                        let src = &prod[co * n_cols + i * p..co * n_cols + (i + 1) * p];
-                        let bias = b[co];
-                        if relu {
+                // prod is [C_out, (image, pixel)]; y is [image, C_out, ...].
+                let planes = y_group.chunks_exact_mut(out_image / c_out).enumerate();
+                for (plane, y_plane) in planes {
+                    let (i, co) = (plane / c_out, plane % c_out);
+                    let src = &prod[co * n_cols + i * p..co * n_cols + (i + 1) * p];
+                    let bias = b[co];
+                    match epilogue {
+                        Epilogue::None => {
+                            for (d, s) in y_plane.iter_mut().zip(src) {
+                                *d = s + bias;
+                            }
+                        }
+                        Epilogue::Relu => {
                             for (d, s) in y_plane.iter_mut().zip(src) {
                                 *d = (s + bias).max(0.0);
                             }
-                        } else {
-                            for (d, s) in y_plane.iter_mut().zip(src) {
-                                *d = s + bias;
+                        }
+                        Epilogue::ReluMaxPool => {
+                            let (ow, pw) = (geo.out_w(), geo.out_w() / 2);
+                            let am = &mut argmax_group
+                                [plane * y_plane.len()..(plane + 1) * y_plane.len()];
+                            for (k, (d, a)) in y_plane.iter_mut().zip(am).enumerate() {
+                                let top = 2 * (k / pw) * ow + 2 * (k % pw);
+                                // Bias before the comparison, so ties resolve exactly as
+                                // in the unfused ops.
+                                let v = [src[top], src[top + 1], src[top + ow], src[top + ow + 1]]
+                                    .map(|s| s + bias);
+                                let best = argmax4(v);
+                                *d = v[best].max(0.0);
+                                *a = best as u8;
                             }
                         }
                     }
                 }
             });
         });
-    y
+    (y, keep_argmax.then_some(argmax))
 }
 
 /// Which gradients to compute.
@@ -210,6 +328,75 @@ pub(crate) struct Needs {
     pub dx: bool,
     pub dw: bool,
     pub db: bool,
+}
+
+/// The gradient arriving at the op's output, with what the epilogue's
+/// backward needs.
+#[derive(Clone, Copy)]
+pub(crate) enum OutputGrad<'a> {
+    Plain {
+        dy: &'a [f32],
+    },
+    Relu {
+        y: &'a [f32],
+        dy: &'a [f32],
+    },
+    ReluMaxPool {
+        y: &'a [f32],
+        argmax: &'a [u8],
+        dy: &'a [f32],
+    },
+}
+
+impl OutputGrad<'_> {
+    /// Writes `g = dL/da` of images `images` into `g [C_out, (image, pixel)]`.
+    fn pre_activation_grad(
+        &self,
+        geo: &ConvGeometry,
+        images: std::ops::Range<usize>,
+        g: &mut [f32],
+    ) {
+        let (p, c_out) = (geo.out_pixels(), geo.c_out);
+        let n_cols = images.len() * p;
+        let (ow, pw) = (geo.out_w(), geo.out_w() / 2);
+        let pooled = (geo.out_h() / 2) * pw;
+        if matches!(self, OutputGrad::ReluMaxPool { .. }) {
+            g.fill(0.0);
+        }
+        for (i, image) in images.enumerate() {
+            for co in 0..c_out {
+                let dst = &mut g[co * n_cols + i * p..co * n_cols + (i + 1) * p];
+                let plane = image * c_out + co;
+                match *self {
+                    OutputGrad::Plain { dy } => {
+                        dst.copy_from_slice(&dy[plane * p..(plane + 1) * p])
+                    }
+                    OutputGrad::Relu { y, dy } => {
+                        let (y, dy) = (
+                            &y[plane * p..(plane + 1) * p],
+                            &dy[plane * p..(plane + 1) * p],
+                        );
+                        for ((d, &gy), &yv) in dst.iter_mut().zip(dy).zip(y) {
+                            *d = if yv > 0.0 { gy } else { 0.0 };
+                        }
+                    }
+                    OutputGrad::ReluMaxPool { y, argmax, dy } => {
+                        let range = plane * pooled..(plane + 1) * pooled;
+                        let windows = y[range.clone()]
+                            .iter()
+                            .zip(&argmax[range.clone()])
+                            .zip(&dy[range]);
+                        for (k, ((&yv, &a), &gy)) in windows.enumerate() {
+                            if yv > 0.0 {
+                                let a = a as usize;
+                                dst[2 * (k / pw) * ow + 2 * (k % pw) + (a / 2) * ow + a % 2] = gy;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Gradients of the three operands, each only if requested.
@@ -228,15 +415,13 @@ struct GroupOut<'a> {
     db: &'a mut [f32],
 }
 
-/// Backward pass. `y` is the forward output when the ReLU is fused (its
-/// positive entries pass the gradient), `None` otherwise.
+/// Backward pass from the gradient at the op's output.
 pub(crate) fn conv_backward(
     geo: &ConvGeometry,
     need: Needs,
     x: &[f32],
     w: &[f32],
-    y: Option<&[f32]>,
-    dy: &[f32],
+    out_grad: OutputGrad<'_>,
 ) -> ConvGrads {
     let (p, patch, c_out) = (geo.out_pixels(), geo.patch_len(), geo.c_out);
     let per_group = images_per_group(geo);
@@ -269,29 +454,8 @@ pub(crate) fn conv_backward(
     tasks.into_par_iter().for_each(|task| {
         let n_cols = task.n_images * p;
         let images = task.first_image..task.first_image + task.n_images;
-        let dy_group = &dy[images.start * geo.out_image_len()..images.end * geo.out_image_len()];
-        let y_group =
-            y.map(|y| &y[images.start * geo.out_image_len()..images.end * geo.out_image_len()]);
         with_scratch([c_out * n_cols, patch * n_cols], |[g, buf]| {
-            // g = dL/d(pre-activation), rearranged to [C_out, (image, pixel)].
-            for i in 0..task.n_images {
-                for co in 0..c_out {
-                    let src = (i * c_out + co) * p;
-                    let dst = &mut g[co * n_cols + i * p..co * n_cols + (i + 1) * p];
-                    match y_group {
-                        Some(y) => {
-                            for ((d, &gy), &yv) in dst
-                                .iter_mut()
-                                .zip(&dy_group[src..src + p])
-                                .zip(&y[src..src + p])
-                            {
-                                *d = if yv > 0.0 { gy } else { 0.0 };
-                            }
-                        }
-                        None => dst.copy_from_slice(&dy_group[src..src + p]),
-                    }
-                }
-            }
+            out_grad.pre_activation_grad(geo, images.clone(), g);
             for (co, db) in task.db.iter_mut().enumerate() {
                 *db = g[co * n_cols..(co + 1) * n_cols].iter().sum();
             }

@@ -5,9 +5,9 @@
 //! Shapes as in [`crate::conv2d`] and [`crate::max_pool2x2`]; shape errors
 //! name the operand and the expected shape.
 
-use candle_core::{DType, Result, Tensor};
+use candle_core::{bail, DType, Result, Tensor};
 
-use crate::conv::{conv_geometry, Conv2dOp};
+use crate::conv::{conv_geometry, Conv2dOp, Epilogue};
 use crate::pool::{pool_dims, MaxPool2x2Op};
 use crate::reference;
 
@@ -24,7 +24,7 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
     if !on_cpu_f32(&[x, weight, bias]) {
         return reference::conv2d(x, weight, bias);
     }
-    Conv2dOp { geo, relu: false }.apply(x, weight, bias)
+    Conv2dOp::apply(geo, Epilogue::None, x, weight, bias)
 }
 
 /// `relu(w ⋆ x + b)`, valid, stride 1, in one pass.
@@ -33,7 +33,24 @@ pub fn conv2d_relu(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor>
     if !on_cpu_f32(&[x, weight, bias]) {
         return reference::conv2d_relu(x, weight, bias);
     }
-    Conv2dOp { geo, relu: true }.apply(x, weight, bias)
+    Conv2dOp::apply(geo, Epilogue::Relu, x, weight, bias)
+}
+
+/// `maxpool2x2(relu(w ⋆ x + b))` in one pass: the full-size convolution
+/// output is never stored.
+pub fn conv2d_relu_pool2x2(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    let geo = conv_geometry(x, weight, bias)?;
+    if geo.out_h() < 2 || geo.out_w() < 2 {
+        bail!(
+            "conv2d_relu_pool2x2: the {}x{} convolution output is too small for 2x2 pooling",
+            geo.out_h(),
+            geo.out_w()
+        )
+    }
+    if !on_cpu_f32(&[x, weight, bias]) {
+        return reference::conv2d_relu_pool2x2(x, weight, bias);
+    }
+    Conv2dOp::apply(geo, Epilogue::ReluMaxPool, x, weight, bias)
 }
 
 /// 2x2, stride-2 max pooling.

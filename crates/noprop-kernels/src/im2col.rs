@@ -43,10 +43,6 @@ impl ConvGeometry {
     pub fn in_image_len(&self) -> usize {
         self.c_in * self.h * self.w
     }
-    /// Elements of one output image, `C_out*P`.
-    pub fn out_image_len(&self) -> usize {
-        self.c_out * self.out_pixels()
-    }
     /// Rows of the patch matrix, `C_in*K_h*K_w`.
     pub fn patch_len(&self) -> usize {
         self.c_in * self.kh * self.kw

@@ -9,6 +9,7 @@
 //! |---|---|---|
 //! | [`conv2d`] | `y = w ⋆ x + b` (valid, stride 1) | `x [B, C_in, H, W]`, `w [C_out, C_in, K_h, K_w]`, `b [C_out]` -> `[B, C_out, H-K_h+1, W-K_w+1]` |
 //! | [`conv2d_relu`] | `y = relu(w ⋆ x + b)` | as [`conv2d`] |
+//! | [`conv2d_relu_pool2x2`] | `y = maxpool2x2(relu(w ⋆ x + b))` | as [`conv2d`], then `[B, C_out, OH/2, OW/2]` |
 //! | [`max_pool2x2`] | `y[i, j] = max of x[2i..2i+2, 2j..2j+2]` | `[B, C, H, W]` -> `[B, C, H/2, W/2]` |
 //!
 //! ## How they are fast
@@ -20,6 +21,9 @@
 //!   (`Tensor::track_op` is false: the image entering the first layer).
 //! - [`conv2d_relu`] applies bias and ReLU while copying the product out, and
 //!   its backward masks the gradient with the saved output.
+//! - [`conv2d_relu_pool2x2`] also pools while copying the product out: the
+//!   full-size activation is never stored, only the pooled output and one
+//!   argmax byte per output, and its backward scatters to the argmaxes.
 //! - Max pooling sends each gradient to its window's argmax in one pass.
 //!
 //! ## Threading (deliberate; see the benchmark in `docs/benchmarks/`)
@@ -38,12 +42,19 @@
 //!   ops then run inline instead of on its spinning barrier pool, which
 //!   otherwise competes with these kernels for the same cores.
 //!
+//! ## Memory
+//!
+//! Binaries should call [`tune_cpu_allocator`] once at start-up: it keeps
+//! freed activation memory in the process instead of page-faulting it back
+//! in at every op (about a quarter of a training step otherwise).
+//!
 //! ## Choosing the implementation
 //!
 //! The top-level functions use the process-wide [`KernelBackend`]
 //! ([`set_kernel_backend`], or `NOPROP_KERNELS=fast|candle`); [`fast`] and
 //! [`reference`] name one implementation explicitly.
 
+mod allocator;
 mod backend;
 mod conv;
 mod cpu_data;
@@ -54,6 +65,7 @@ mod pool;
 pub mod reference;
 mod scratch;
 
+pub use allocator::tune_cpu_allocator;
 pub use backend::{kernel_backend, set_kernel_backend, KernelBackend, KERNEL_BACKEND_ENV};
 
 use candle_core::{Result, Tensor};
@@ -73,6 +85,17 @@ pub fn conv2d_relu(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor>
     match kernel_backend()? {
         KernelBackend::Fast => fast::conv2d_relu(x, weight, bias),
         KernelBackend::Candle => reference::conv2d_relu(x, weight, bias),
+    }
+}
+
+/// [`conv2d_relu`] followed by [`max_pool2x2`], fused:
+/// `maxpool2x2(relu(w ⋆ x + b))` -> `[B, C_out, OH/2, OW/2]` with
+/// `OH = H-K_h+1`, `OW = W-K_w+1` (both at least 2). Same values and
+/// gradients as the two ops in turn (ties go to the first maximum).
+pub fn conv2d_relu_pool2x2(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    match kernel_backend()? {
+        KernelBackend::Fast => fast::conv2d_relu_pool2x2(x, weight, bias),
+        KernelBackend::Candle => reference::conv2d_relu_pool2x2(x, weight, bias),
     }
 }
 

@@ -2,7 +2,8 @@
 //! are tested against, and the implementation on non-CPU devices and
 //! non-f32 dtypes.
 //!
-//! Shapes as in [`crate::conv2d`] and [`crate::max_pool2x2`].
+//! Shapes as in [`crate::conv2d`], [`crate::conv2d_relu_pool2x2`] and
+//! [`crate::max_pool2x2`].
 
 use candle_core::{Result, Tensor};
 
@@ -17,7 +18,13 @@ pub fn conv2d_relu(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor>
     conv2d(x, weight, bias)?.relu()
 }
 
-/// 2x2, stride-2 max pooling with candle's `max_pool2d`.
+/// `maxpool2x2(relu(w ⋆ x + b))` with candle's ops.
+pub fn conv2d_relu_pool2x2(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    max_pool2x2(&conv2d_relu(x, weight, bias)?)
+}
+
+/// 2x2, stride-2 max pooling with candle's `max_pool2d`. (Its gradient in
+/// candle 0.11 is a quarter of the true one; see the tests.)
 pub fn max_pool2x2(x: &Tensor) -> Result<Tensor> {
     x.max_pool2d(2)
 }

@@ -269,20 +269,22 @@ fn max_pool_ties_send_the_gradient_to_the_first_maximum() {
     assert_eq!(dx, [1.0, 0.0, 0.0, 0.0]);
 }
 
-/// Forward output and all gradients of a conv-relu-pool-conv stack, flattened.
+/// Forward output and all gradients of a conv-relu-pool, conv, fused
+/// conv-relu-pool stack, flattened.
 fn stack_outputs(seed: u64) -> Vec<Vec<f32>> {
     let dev = Device::Cpu;
     let mut rng = SeededRng::new(seed);
-    let x = Var::from_tensor(&rng.normal((19, 2, 14, 13), &dev).unwrap()).unwrap();
-    let w1 = Var::from_tensor(&rng.normal((6, 2, 3, 3), &dev).unwrap()).unwrap();
-    let b1 = Var::from_tensor(&rng.normal(6, &dev).unwrap()).unwrap();
-    let w2 = Var::from_tensor(&rng.normal((5, 6, 3, 3), &dev).unwrap()).unwrap();
-    let b2 = Var::from_tensor(&rng.normal(5, &dev).unwrap()).unwrap();
+    let mut var = |shape: &[usize]| Var::from_tensor(&rng.normal(shape, &dev).unwrap()).unwrap();
+    let x = var(&[19, 2, 18, 17]);
+    let (w1, b1) = (var(&[6, 2, 3, 3]), var(&[6]));
+    let (w2, b2) = (var(&[5, 6, 3, 3]), var(&[5]));
+    let (w3, b3) = (var(&[4, 5, 3, 3]), var(&[4]));
     let h = fast::max_pool2x2(&fast::conv2d_relu(x.as_tensor(), &w1, &b1).unwrap()).unwrap();
-    let y = fast::conv2d(&h, &w2, &b2).unwrap();
+    let h = fast::conv2d(&h, &w2, &b2).unwrap();
+    let y = fast::conv2d_relu_pool2x2(&h, &w3, &b3).unwrap();
     let grads = y.sqr().unwrap().sum_all().unwrap().backward().unwrap();
     let mut out = vec![y.flatten_all().unwrap().to_vec1::<f32>().unwrap()];
-    for v in [&x, &w1, &b1, &w2, &b2] {
+    for v in [&x, &w1, &b1, &w2, &b2, &w3, &b3] {
         out.push(
             grads
                 .get(v.as_tensor())
@@ -388,4 +390,101 @@ fn process_backend_switch_selects_the_implementation() {
             .clone();
         assert!(same(&y, &y_direct) && same(&gw, &gw_direct), "{backend:?}");
     }
+}
+
+/// Output and the three gradients of `f` on one random problem, flattened.
+fn conv_outputs(
+    f: ConvFn,
+    shape: (usize, usize, usize, usize),
+    c_out: usize,
+    seed: u64,
+) -> Vec<Vec<f32>> {
+    let dev = Device::Cpu;
+    let mut rng = SeededRng::new(seed);
+    let x = Var::from_tensor(&rng.normal(shape, &dev).unwrap()).unwrap();
+    let w = Var::from_tensor(&(rng.normal((c_out, shape.1, 3, 3), &dev).unwrap() * 0.3).unwrap())
+        .unwrap();
+    let b = Var::from_tensor(&rng.normal(c_out, &dev).unwrap()).unwrap();
+    let y = f(x.as_tensor(), w.as_tensor(), b.as_tensor()).unwrap();
+    let r = rng.normal(y.shape(), &dev).unwrap();
+    let grads = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+    let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let mut out = vec![flat(&y)];
+    for v in [&x, &w, &b] {
+        out.push(flat(grads.get(v.as_tensor()).unwrap()));
+    }
+    out
+}
+
+fn fast_unfused(x: &Tensor, w: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+    fast::max_pool2x2(&fast::conv2d_relu(x, w, b)?)
+}
+
+/// candle's convolution and ReLU, then the pooling checked above against
+/// its definition (candle's own pooling gradient is off by a factor 4).
+fn candle_conv_then_pool(x: &Tensor, w: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+    fast::max_pool2x2(&reference::conv2d_relu(x, w, b)?)
+}
+
+/// MNIST's first and third layers, odd convolution outputs (pooling drops
+/// a row and a column), and batches that leave a partial image group.
+/// Input shape `(B, C_in, H, W)` and `C_out` of a 3x3 convolution.
+type PoolCase = ((usize, usize, usize, usize), usize);
+
+const POOL_CASES: &[PoolCase] = &[
+    ((5, 1, 28, 28), 8),
+    ((13, 6, 11, 11), 16),
+    ((3, 2, 8, 7), 4),
+    ((2, 3, 4, 4), 2),
+];
+
+#[test]
+fn fused_conv_relu_pool_is_bitwise_the_two_ops_in_turn() {
+    for (i, &(shape, c_out)) in POOL_CASES.iter().enumerate() {
+        let seed = 30 + i as u64;
+        let fused = conv_outputs(fast::conv2d_relu_pool2x2, shape, c_out, seed);
+        assert_eq!(
+            fused,
+            conv_outputs(fast_unfused, shape, c_out, seed),
+            "{shape:?}"
+        );
+    }
+}
+
+#[test]
+fn fused_conv_relu_pool_matches_candle() {
+    for (i, &(shape, c_out)) in POOL_CASES.iter().enumerate() {
+        let seed = 40 + i as u64;
+        let fused = conv_outputs(fast::conv2d_relu_pool2x2, shape, c_out, seed);
+        let reference = conv_outputs(candle_conv_then_pool, shape, c_out, seed);
+        for (k, (a, r)) in fused.iter().zip(&reference).enumerate() {
+            let scale = r.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
+            let err = a.iter().zip(r).fold(0f32, |m, (a, r)| m.max((a - r).abs())) / scale;
+            assert!(
+                err < 1e-4,
+                "output/gradient #{k}: relative error {err} for {shape:?}"
+            );
+        }
+        // Without any gradient (no argmax kept), candle's ops give the same values.
+        let mut rng = SeededRng::new(seed);
+        let x = rng.normal(shape, &Device::Cpu).unwrap();
+        let w = (rng.normal((c_out, shape.1, 3, 3), &Device::Cpu).unwrap() * 0.3).unwrap();
+        let b = rng.normal(c_out, &Device::Cpu).unwrap();
+        let e = rel_err(
+            &fast::conv2d_relu_pool2x2(&x, &w, &b).unwrap(),
+            &reference::conv2d_relu_pool2x2(&x, &w, &b).unwrap(),
+        );
+        assert!(
+            e < 1e-4,
+            "inference values: relative error {e} for {shape:?}"
+        );
+    }
+}
+
+#[test]
+fn fused_pool_rejects_too_small_outputs() {
+    let z = |s: &[usize]| Tensor::zeros(s, candle_core::DType::F32, &Device::Cpu).unwrap();
+    let err =
+        fast::conv2d_relu_pool2x2(&z(&[1, 1, 3, 5]), &z(&[2, 1, 3, 3]), &z(&[2])).unwrap_err();
+    assert!(err.to_string().contains("too small"), "{err}");
 }
