@@ -3,6 +3,7 @@
 //! Thin by design: each task drives `cargo` and the `noprop` binary; none
 //! reimplements training. One module per task.
 
+mod bench;
 mod cuda;
 mod train_all;
 
@@ -26,6 +27,8 @@ enum Task {
     CheckCuda(cuda::check::CheckArgs),
     /// Build and bundle the CUDA `noprop` binary for scripts/cuda/gpu-check.sh.
     GpuCheck(cuda::gpu_check::GpuCheckArgs),
+    /// Time the blocks (release build), next to PyTorch when installed.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> Result<()> {
@@ -35,5 +38,6 @@ fn main() -> Result<()> {
         Task::CudaToolkit(args) => cuda::toolkit::run(&args),
         Task::CheckCuda(args) => cuda::check::run(&args),
         Task::GpuCheck(args) => cuda::gpu_check::run(&args),
+        Task::Bench(args) => bench::run(&args),
     }
 }

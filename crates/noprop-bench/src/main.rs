@@ -1,0 +1,266 @@
+//! `noprop-bench`: CPU timings of NoProp's blocks at MNIST shapes, printed as
+//! one JSON object (and written to `--json`). Normally run by
+//! `cargo xtask bench`, which also runs the PyTorch script in `bench/` and
+//! reports the ratios.
+//!
+//! Measurements (median wall ms over `--iters` runs after `--warmup`, and
+//! the mean process CPU ms per run):
+//!
+//! | name | what |
+//! |---|---|
+//! | `dt_train_step` | DT block forward + loss + backward + AdamW |
+//! | `dt_forward` | DT block, eval mode |
+//! | `ctfm_train_step` | CT/FM block forward + loss + backward + AdamW |
+//! | `ctfm_forward` | CT/FM block, eval mode |
+//! | `ctfm_cached_step` | one CT/FM inference step on cached image features |
+//! | `conv_stack_fwd_bwd` | the three image convolutions (ReLU, pooling; no dropout) forward + backward, fused kernels |
+//! | `conv_stack_fwd_bwd_separate` | the same with convolution+ReLU and pooling as separate ops |
+//! | `dt_minibatch` | all T = 10 DT blocks stepped on one minibatch, one after another, each using every thread (intra-op) |
+//! | `dt_minibatch_block_parallel` | the same 10 steps, blocks spread over the threads, each block single-threaded |
+//!
+//! With `--with-candle`, the block-level measurements are repeated with
+//! candle's reference ops (`KernelBackend::Candle`) under `candle_ops`.
+//! Epoch throughput (images/s) follows from the minibatch times: an epoch is
+//! 60,000 images, one DT minibatch steps every block, one CT/FM minibatch
+//! steps the shared block once.
+
+mod conv_stack;
+mod timing;
+mod workloads;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{Device, Tensor};
+use clap::Parser;
+use noprop_block::Mode;
+use noprop_core::SeededRng;
+use noprop_kernels::{set_kernel_backend, KernelBackend};
+use serde_json::{json, Value};
+
+use conv_stack::{ConvStack, StackOps};
+use timing::median_ms;
+use workloads::{Batch, CtFmTrainer, DtTrainer, CLASSES};
+
+/// Number of DT blocks.
+const T_BLOCKS: usize = 10;
+
+#[derive(Parser, Debug)]
+#[command(name = "noprop-bench", about = "CPU timings of NoProp's blocks (JSON)")]
+struct Args {
+    /// Minibatch size.
+    #[arg(long, default_value_t = 128)]
+    batch: usize,
+    /// Timed runs per measurement.
+    #[arg(long, default_value_t = 20)]
+    iters: usize,
+    /// Untimed runs before timing.
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    /// Comma-separated measurement names (default: all).
+    #[arg(long, default_value = "")]
+    only: String,
+    /// Also time the block measurements with candle's reference ops.
+    #[arg(long)]
+    with_candle: bool,
+    /// Also write the JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+struct Bench<'a> {
+    args: &'a Args,
+    only: Vec<String>,
+}
+
+impl Bench<'_> {
+    fn wants(&self, name: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|n| n == name)
+    }
+
+    /// The image convolutions alone: `fused` and `separate` with our
+    /// kernels, or candle's ops.
+    fn conv_stack(
+        &self,
+        out: &mut BTreeMap<String, Value>,
+        iters: usize,
+        candle: bool,
+    ) -> Result<()> {
+        let stack = ConvStack::new(self.args.batch, 3)?;
+        let variants: &[(&str, StackOps)] = if candle {
+            &[("conv_stack_fwd_bwd", StackOps::Candle)]
+        } else {
+            &[
+                ("conv_stack_fwd_bwd", StackOps::FastFused),
+                ("conv_stack_fwd_bwd_separate", StackOps::FastSeparate),
+            ]
+        };
+        for &(name, ops) in variants {
+            if self.wants(name) {
+                let m = median_ms(self.args.warmup, iters, || stack.forward_backward(ops))?;
+                out.insert(name.into(), m.to_json());
+            }
+        }
+        Ok(())
+    }
+
+    /// The single-block measurements with the current kernel backend.
+    fn blocks(&self, out: &mut BTreeMap<String, Value>, iters: usize) -> Result<()> {
+        let (warmup, batch) = (self.args.warmup, self.args.batch);
+        let data = Batch::new(batch, &mut SeededRng::new(1))?;
+        let mut rng = SeededRng::new(2);
+        let z = rng.normal((batch, CLASSES), &Device::Cpu)?;
+        let t = Tensor::full(0.5f32, batch, &Device::Cpu)?;
+
+        if self.wants("dt_train_step") || self.wants("dt_forward") {
+            let mut dt = DtTrainer::new(10)?;
+            if self.wants("dt_train_step") {
+                let m = median_ms(warmup, iters, || dt.step(&data))?;
+                out.insert("dt_train_step".into(), m.to_json());
+            }
+            if self.wants("dt_forward") {
+                let m = median_ms(warmup, iters, || dt.forward_eval(&data, &z).map(drop))?;
+                out.insert("dt_forward".into(), m.to_json());
+            }
+        }
+        let ctfm_names = ["ctfm_train_step", "ctfm_forward", "ctfm_cached_step"];
+        if ctfm_names.iter().any(|n| self.wants(n)) {
+            let mut ctfm = CtFmTrainer::new(20)?;
+            if self.wants("ctfm_train_step") {
+                let m = median_ms(warmup, iters, || ctfm.step(&data))?;
+                out.insert("ctfm_train_step".into(), m.to_json());
+            }
+            if self.wants("ctfm_forward") {
+                let m = median_ms(warmup, iters, || {
+                    ctfm.block
+                        .forward(&data.x, &z, &t, Mode::Eval)
+                        .map(drop)
+                        .map_err(Into::into)
+                })?;
+                out.insert("ctfm_forward".into(), m.to_json());
+            }
+            if self.wants("ctfm_cached_step") {
+                let features = ctfm.block.image_features(&data.x, Mode::Eval)?;
+                let m = median_ms(warmup, 10 * iters, || {
+                    ctfm.cached_step(&features, &z, &t, &data).map(drop)
+                })?;
+                out.insert("ctfm_cached_step".into(), m.to_json());
+            }
+        }
+        Ok(())
+    }
+
+    /// All T DT blocks on one minibatch: intra-op threading vs blocks in
+    /// parallel (each on a one-thread rayon pool).
+    fn dt_minibatch(&self, out: &mut BTreeMap<String, Value>) -> Result<()> {
+        let iters = self.args.iters.div_ceil(T_BLOCKS).max(3);
+        let data = Batch::new(self.args.batch, &mut SeededRng::new(1))?;
+        let mut trainers = (0..T_BLOCKS)
+            .map(|i| DtTrainer::new(100 + i as u64))
+            .collect::<Result<Vec<_>>>()?;
+        if self.wants("dt_minibatch") {
+            let m = median_ms(1, iters, || {
+                trainers.iter_mut().try_for_each(|t| t.step(&data))
+            })?;
+            out.insert("dt_minibatch".into(), m.to_json());
+        }
+        if self.wants("dt_minibatch_block_parallel") {
+            let workers = rayon::current_num_threads().max(1);
+            let pools = (0..workers)
+                .map(|_| rayon::ThreadPoolBuilder::new().num_threads(1).build())
+                .collect::<Result<Vec<_>, _>>()?;
+            let per_worker = T_BLOCKS.div_ceil(workers);
+            let m = median_ms(1, iters, || {
+                std::thread::scope(|s| {
+                    let handles: Vec<_> = trainers
+                        .chunks_mut(per_worker)
+                        .zip(&pools)
+                        .map(|(chunk, pool)| {
+                            let data = &data;
+                            s.spawn(move || {
+                                pool.install(|| chunk.iter_mut().try_for_each(|t| t.step(data)))
+                            })
+                        })
+                        .collect();
+                    handles.into_iter().try_for_each(|h| match h.join() {
+                        Ok(r) => r,
+                        Err(_) => bail!("a block-parallel worker panicked"),
+                    })
+                })
+            })?;
+            let mut value = m.to_json();
+            value["workers"] = json!(workers);
+            out.insert("dt_minibatch_block_parallel".into(), value);
+        }
+        Ok(())
+    }
+}
+
+/// Images per second for an epoch whose unit of work is one minibatch.
+fn throughput(batch: usize, minibatch: Option<&Value>) -> Option<f64> {
+    let ms = minibatch?.get("median_ms")?.as_f64()?;
+    Some(batch as f64 / (ms / 1e3))
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    if args.batch < 2 {
+        bail!(
+            "--batch must be at least 2 (BatchNorm needs batch statistics), got {}",
+            args.batch
+        );
+    }
+    let bench = Bench {
+        args: &args,
+        only: args
+            .only
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect(),
+    };
+
+    let allocator_tuned = noprop_kernels::tune_cpu_allocator();
+    set_kernel_backend(KernelBackend::Fast);
+    let mut ours = BTreeMap::new();
+    bench.conv_stack(&mut ours, args.iters, false)?;
+    bench.blocks(&mut ours, args.iters)?;
+    bench.dt_minibatch(&mut ours)?;
+    let epoch = json!({
+        "dt_images_per_s": throughput(args.batch, ours.get("dt_minibatch")),
+        "dt_block_parallel_images_per_s": throughput(args.batch, ours.get("dt_minibatch_block_parallel")),
+        "ctfm_images_per_s": throughput(args.batch, ours.get("ctfm_train_step")),
+        "note": "estimated from minibatch times: DT steps all 10 blocks per minibatch, CT/FM its one block",
+    });
+
+    let mut candle = BTreeMap::new();
+    if args.with_candle {
+        let iters = args.iters.div_ceil(4).max(3);
+        bench.conv_stack(&mut candle, iters, true)?;
+        set_kernel_backend(KernelBackend::Candle);
+        bench.blocks(&mut candle, iters)?;
+        set_kernel_backend(KernelBackend::Fast);
+    }
+
+    let env = |k: &str| std::env::var(k).ok();
+    let report = json!({
+        "implementation": "noprop-rs",
+        "batch": args.batch,
+        "rayon_threads": rayon::current_num_threads(),
+        "allocator_tuned": allocator_tuned,
+        "env": {
+            "RAYON_NUM_THREADS": env("RAYON_NUM_THREADS"),
+            "CANDLE_NUM_THREADS": env("CANDLE_NUM_THREADS"),
+        },
+        "measurements": ours,
+        "epoch_throughput": epoch,
+        "candle_ops": candle,
+    });
+    let text = serde_json::to_string_pretty(&report)?;
+    println!("{text}");
+    if let Some(path) = &args.json {
+        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}

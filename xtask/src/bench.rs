@@ -1,0 +1,329 @@
+//! `cargo xtask bench`: CPU timings of NoProp's blocks, ours next to
+//! PyTorch's, with the ratio ours / PyTorch per measurement.
+//!
+//! 1. `cargo build --release -p noprop-bench` (unless `--bench-bin BIN`);
+//! 2. `--rounds` times, alternately: the `noprop-bench` binary and, when
+//!    `python3 -c "import torch"` works, `bench/torch_blocks.py`, both with
+//!    the same thread count (interleaving spreads the machine's noise over
+//!    both sides);
+//! 3. per measurement, the median over rounds of each side's median, and the
+//!    ratio; printed as a table and written to
+//!    `OUT_DIR/<UTC date>.json` and `.md` with the command, date, machine
+//!    and load average.
+//!
+//! A ratio, not an absolute time, is the figure of merit: the machines are
+//! shared and noisy.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Map, Value};
+
+/// Arguments of `cargo xtask bench`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Minibatch size.
+    #[arg(long, default_value_t = 128)]
+    pub batch: usize,
+    /// Timed runs per measurement and round (fewer for the 10-block minibatch).
+    #[arg(long, default_value_t = 10)]
+    pub iters: usize,
+    /// Alternating rounds of ours and PyTorch.
+    #[arg(long, default_value_t = 2)]
+    pub rounds: usize,
+    /// Threads for both sides (RAYON_NUM_THREADS, torch.set_num_threads).
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// CANDLE_NUM_THREADS for ours (candle's element-wise pool); 1 runs
+    /// element-wise ops inline, which is faster on a shared machine.
+    #[arg(long, default_value_t = 1)]
+    pub candle_threads: usize,
+    /// Comma-separated measurement names (default: all).
+    #[arg(long, default_value = "")]
+    pub only: String,
+    /// Skip PyTorch even if it is installed.
+    #[arg(long)]
+    pub no_torch: bool,
+    /// Also time the blocks with candle's reference ops (slow).
+    #[arg(long)]
+    pub with_candle: bool,
+    /// Use this noprop-bench binary instead of building one.
+    #[arg(long, value_name = "BIN")]
+    pub bench_bin: Option<PathBuf>,
+    /// Where the JSON and markdown results go.
+    #[arg(long, default_value = "docs/benchmarks", value_name = "DIR")]
+    pub out_dir: PathBuf,
+}
+
+fn workspace_root() -> PathBuf {
+    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir.parent().unwrap_or(manifest_dir).to_path_buf()
+}
+
+/// Runs `cmd`, failing with its stderr if it fails; returns stdout parsed as JSON.
+fn run_json(cmd: &mut Command, what: &str) -> Result<Value> {
+    eprintln!("[bench] {what}");
+    let out = cmd.output().with_context(|| format!("starting {what}"))?;
+    if !out.status.success() {
+        bail!(
+            "{what} failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // The JSON object is the last thing printed; skip any warnings before it.
+    let start = stdout
+        .find('{')
+        .with_context(|| format!("{what} printed no JSON"))?;
+    serde_json::from_str(&stdout[start..]).with_context(|| format!("parsing {what}'s JSON"))
+}
+
+fn torch_available() -> bool {
+    Command::new("python3")
+        .args(["-c", "import torch"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+fn shell_line(cmd: &[&str]) -> Option<String> {
+    let out = Command::new(cmd[0]).args(&cmd[1..]).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// CPU model, core count, and the 1-minute load average now.
+fn machine() -> Value {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map(|s| s.trim().to_string());
+    let flags = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("flags"))
+        .unwrap_or("");
+    let simd: Vec<&str> = ["avx2", "fma", "avx512f"]
+        .into_iter()
+        .filter(|f| flags.split_whitespace().any(|x| x == *f))
+        .collect();
+    json!({
+        "cpu": model,
+        "simd": simd,
+        "cores": std::thread::available_parallelism().map(|n| n.get()).ok(),
+        "os": shell_line(&["uname", "-sr"]),
+    })
+}
+
+fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(v[n / 2]),
+        _ => Some(0.5 * (v[n / 2 - 1] + v[n / 2])),
+    }
+}
+
+/// Per measurement name, the median over rounds of `field` (the rounds'
+/// median wall time, or mean CPU time).
+fn combine(rounds: &[Value], key: &str, field: &str) -> Map<String, Value> {
+    let mut names: Vec<String> = rounds
+        .iter()
+        .filter_map(|r| r.get(key)?.as_object())
+        .flat_map(|m| m.keys().cloned())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+        .into_iter()
+        .filter_map(|name| {
+            let ms: Vec<f64> = rounds
+                .iter()
+                .filter_map(|r| r.get(key)?.get(&name)?.get(field)?.as_f64())
+                .collect();
+            Some((name, json!(median(ms)?)))
+        })
+        .collect()
+}
+
+/// Which PyTorch measurement an ours-only measurement compares with.
+fn torch_counterpart(name: &str) -> &str {
+    match name {
+        "dt_minibatch_block_parallel" => "dt_minibatch",
+        "conv_stack_fwd_bwd_separate" => "conv_stack_fwd_bwd",
+        other => other,
+    }
+}
+
+pub fn run(args: &BenchArgs) -> Result<()> {
+    if args.batch < 2 || args.threads == 0 || args.rounds == 0 {
+        bail!("need --batch >= 2, --threads >= 1 and --rounds >= 1");
+    }
+    let root = workspace_root();
+    let bin = match &args.bench_bin {
+        Some(bin) => bin.clone(),
+        None => {
+            eprintln!("[bench] cargo build --release -p noprop-bench");
+            let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+                .current_dir(&root)
+                .args(["build", "--release", "-p", "noprop-bench"])
+                .status()
+                .context("starting cargo")?;
+            if !status.success() {
+                bail!("building noprop-bench failed");
+            }
+            root.join("target/release/noprop-bench")
+        }
+    };
+    let with_torch = !args.no_torch && torch_available();
+    if !args.no_torch && !with_torch {
+        eprintln!("[bench] python3 cannot import torch: measuring ours only (pip install torch)");
+    }
+
+    let load_before = load_average();
+    let started = shell_line(&["date", "-u", "+%Y-%m-%dT%H:%M:%SZ"]).unwrap_or_default();
+    let threads = args.threads.to_string();
+    let (mut ours, mut torch) = (Vec::new(), Vec::new());
+    for round in 0..args.rounds {
+        let mut cmd = Command::new(&bin);
+        cmd.current_dir(&root)
+            .env("RAYON_NUM_THREADS", &threads)
+            .env("CANDLE_NUM_THREADS", args.candle_threads.to_string())
+            .args([
+                "--batch",
+                &args.batch.to_string(),
+                "--iters",
+                &args.iters.to_string(),
+            ]);
+        if !args.only.is_empty() {
+            cmd.args(["--only", &args.only]);
+        }
+        if args.with_candle && round == 0 {
+            cmd.arg("--with-candle");
+        }
+        ours.push(run_json(
+            &mut cmd,
+            &format!("noprop-bench, round {}", round + 1),
+        )?);
+        if with_torch {
+            let mut cmd = Command::new("python3");
+            cmd.current_dir(&root).args([
+                "bench/torch_blocks.py",
+                "--batch",
+                &args.batch.to_string(),
+                "--iters",
+                &args.iters.to_string(),
+                "--threads",
+                &threads,
+            ]);
+            if !args.only.is_empty() {
+                let names: Vec<&str> = args.only.split(',').map(torch_counterpart).collect();
+                cmd.args(["--only", &names.join(",")]);
+            }
+            torch.push(run_json(
+                &mut cmd,
+                &format!("PyTorch, round {}", round + 1),
+            )?);
+        }
+    }
+
+    let ours_ms = combine(&ours, "measurements", "median_ms");
+    let torch_ms = combine(&torch, "measurements", "median_ms");
+    let ours_cpu = combine(&ours, "measurements", "cpu_ms");
+    let torch_cpu = combine(&torch, "measurements", "cpu_ms");
+    let candle_ms = combine(&ours, "candle_ops", "median_ms");
+    let mut rows = Vec::new();
+    let mut table = String::from(
+        "| measurement | noprop-rs ms | PyTorch ms | ours / PyTorch | CPU ms ours / PyTorch | CPU ratio | candle ops ms |\n|---|---:|---:|---:|---:|---:|---:|\n",
+    );
+    let fmt = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.2}"));
+    for (name, ms) in &ours_ms {
+        let ms = ms.as_f64();
+        let theirs = torch_ms
+            .get(torch_counterpart(name))
+            .and_then(Value::as_f64);
+        let candle = candle_ms.get(name).and_then(Value::as_f64);
+        let ratio = ms.zip(theirs).map(|(a, b)| a / b);
+        let cpu = ours_cpu.get(name).and_then(Value::as_f64);
+        let cpu_theirs = torch_cpu
+            .get(torch_counterpart(name))
+            .and_then(Value::as_f64);
+        let cpu_ratio = cpu.zip(cpu_theirs).map(|(a, b)| a / b);
+        let fmt_ratio = |r: Option<f64>| r.map_or("-".into(), |r| format!("{r:.3}"));
+        table += &format!(
+            "| {name} | {} | {} | {} | {} / {} | {} | {} |\n",
+            fmt(ms),
+            fmt(theirs),
+            fmt_ratio(ratio),
+            fmt(cpu),
+            fmt(cpu_theirs),
+            fmt_ratio(cpu_ratio),
+            fmt(candle)
+        );
+        rows.push(json!({
+            "name": name, "ours_ms": ms, "pytorch_ms": theirs, "ratio": ratio,
+            "ours_cpu_ms": cpu, "pytorch_cpu_ms": cpu_theirs, "cpu_ratio": cpu_ratio,
+            "candle_ops_ms": candle,
+        }));
+    }
+    let per_s = |ms: Option<f64>| ms.map(|ms| args.batch as f64 / (ms / 1e3));
+    let ms_of = |m: &Map<String, Value>, k: &str| m.get(k).and_then(Value::as_f64);
+    let epoch = json!({
+        "note": "images/s estimated from minibatch times: a DT minibatch steps all 10 blocks, CT/FM its one block",
+        "dt_intra_op": { "ours": per_s(ms_of(&ours_ms, "dt_minibatch")), "pytorch": per_s(ms_of(&torch_ms, "dt_minibatch")) },
+        "dt_block_parallel": { "ours": per_s(ms_of(&ours_ms, "dt_minibatch_block_parallel")) },
+        "ct_fm": { "ours": per_s(ms_of(&ours_ms, "ctfm_train_step")), "pytorch": per_s(ms_of(&torch_ms, "ctfm_train_step")) },
+    });
+
+    let command = std::iter::once("cargo xtask".to_string())
+        .chain(std::env::args().skip(1))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let report = json!({
+        "command": command,
+        "date": started,
+        "machine": machine(),
+        "load_average_1min": { "start": load_before, "end": load_average() },
+        "batch": args.batch,
+        "threads": args.threads,
+        "candle_num_threads": args.candle_threads,
+        "rounds": args.rounds,
+        "torch_version": torch.first().and_then(|t| t.get("torch_version")).cloned(),
+        "results": rows,
+        "epoch_images_per_s": epoch,
+        "raw": { "noprop_rs": ours, "pytorch": torch },
+    });
+    let mut md = format!(
+        "# Benchmark {started}\n\n`{command}`\n\nmachine: {}\n\nthreads: {}, CANDLE_NUM_THREADS={}, batch {}, {} round(s); load average {:?} -> {:?}\n\n{table}\nepoch throughput (images/s): {}\n",
+        report["machine"], args.threads, args.candle_threads, args.batch, args.rounds,
+        load_before, load_average(), serde_json::to_string(&epoch)?,
+    );
+    if !with_torch {
+        md += "\nPyTorch was not measured (not installed or --no-torch).\n";
+    }
+    print!("{md}");
+
+    let out_dir = root.join(&args.out_dir);
+    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let stem = started.replace(':', "");
+    let json_path = out_dir.join(format!("{stem}.json"));
+    std::fs::write(&json_path, serde_json::to_string_pretty(&report)? + "\n")
+        .with_context(|| format!("writing {}", json_path.display()))?;
+    std::fs::write(out_dir.join(format!("{stem}.md")), md)?;
+    eprintln!("[bench] wrote {}", json_path.display());
+    Ok(())
+}
