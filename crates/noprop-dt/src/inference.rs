@@ -25,7 +25,7 @@ use crate::model::NoPropDt;
 
 impl NoPropDt {
     /// Class probabilities [N, m] for images [N, C, H, W], with explicit
-    /// inference settings.
+    /// inference settings: the mean of `runs` runs' probabilities.
     pub fn predict_proba_with(
         &self,
         images: &Tensor,
@@ -33,32 +33,61 @@ impl NoPropDt {
         runs: usize,
         rng: &mut SeededRng,
     ) -> Result<Tensor> {
+        let per_run = self.predict_proba_runs(images, deterministic, runs, rng)?;
+        let mut sum = per_run[0].clone();
+        for p in &per_run[1..] {
+            sum = (sum + p)?;
+        }
+        if runs == 1 {
+            Ok(sum)
+        } else {
+            sum / runs as f64
+        }
+    }
+
+    /// Each run's class probabilities ([N, m] each, `runs` of them) for
+    /// images [N, C, H, W]. The image features are computed once per chunk
+    /// for all runs, so R runs cost little more than one.
+    pub fn predict_proba_runs(
+        &self,
+        images: &Tensor,
+        deterministic: bool,
+        runs: usize,
+        rng: &mut SeededRng,
+    ) -> Result<Vec<Tensor>> {
         let n = self.check_images(images)?;
         if runs == 0 {
             candle_core::bail!("dt: inference needs at least one run, got runs = 0");
         }
         let chunk = self.config.eval_batch_size;
-        let mut out = Vec::with_capacity(n.div_ceil(chunk).max(1));
+        // chunks[c][r]: run r's probabilities on chunk c.
+        let mut chunks = Vec::with_capacity(n.div_ceil(chunk));
         let mut start = 0;
         while start < n {
             let len = chunk.min(n - start);
             let x = images.narrow(0, start, len)?;
-            out.push(self.predict_chunk(&x, deterministic, runs, rng)?);
+            chunks.push(self.predict_chunk(&x, deterministic, runs, rng)?);
             start += len;
         }
-        if out.is_empty() {
-            return Tensor::zeros((0, self.spec.num_classes), DType::F32, images.device());
-        }
-        Tensor::cat(&out, 0)
+        (0..runs)
+            .map(|r| {
+                if chunks.is_empty() {
+                    return Tensor::zeros((0, self.spec.num_classes), DType::F32, images.device());
+                }
+                let parts: Vec<&Tensor> = chunks.iter().map(|c| &c[r]).collect();
+                Tensor::cat(&parts, 0)
+            })
+            .collect()
     }
 
+    /// Every run's probabilities [B, m] on one chunk x [B, C, H, W].
     fn predict_chunk(
         &self,
         x: &Tensor,
         deterministic: bool,
         runs: usize,
         rng: &mut SeededRng,
-    ) -> Result<Tensor> {
+    ) -> Result<Vec<Tensor>> {
         let b = x.dim(0)?;
         let d = self.embedding.dim();
         let w = self.embedding.matrix().detach();
@@ -67,7 +96,7 @@ impl NoPropDt {
             .iter()
             .map(|block| Ok(block.image_features(x, Mode::Eval)?.detach()))
             .collect::<Result<Vec<_>>>()?;
-        let mut sum: Option<Tensor> = None;
+        let mut out = Vec::with_capacity(runs);
         for _ in 0..runs {
             let mut z = rng.normal((b, d), x.device())?;
             for (i, (block, f)) in self.blocks.iter().zip(&features).enumerate() {
@@ -86,20 +115,9 @@ impl NoPropDt {
                     .posterior_step(i + 1, &u_hat, &z, eps.as_ref())?
                     .detach();
             }
-            let probs = candle_nn::ops::softmax_last_dim(&self.head.forward(&z)?)?.detach();
-            sum = Some(match sum {
-                Some(s) => (s + probs)?,
-                None => probs,
-            });
+            out.push(candle_nn::ops::softmax_last_dim(&self.head.forward(&z)?)?.detach());
         }
-        let Some(sum) = sum else {
-            candle_core::bail!("dt: inference needs at least one run");
-        };
-        if runs == 1 {
-            Ok(sum)
-        } else {
-            sum / runs as f64
-        }
+        Ok(out)
     }
 
     /// Class probabilities with `options` over the configured defaults

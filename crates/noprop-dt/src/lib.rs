@@ -14,9 +14,9 @@
 //!   CE(head(z_T), y) + KL(q(z_0 | y) || N(0, I))` with z_T ~ q(z_T | y) the
 //!   noised label. Each block's loss is backpropagated on its own and
 //!   updates block t (its own AdamW, lr 1e-3, weight decay 1e-3), the head
-//!   and a learned W (one shared AdamW, stepped once per block loss). No
-//!   gradient crosses blocks; nothing calls `backward` on a sum of blocks'
-//!   losses.
+//!   and a learned W (one shared AdamW, stepped once per block loss; its
+//!   rate is `head_lr`, default `lr`). No gradient crosses blocks; nothing
+//!   calls `backward` on a sum of blocks' losses.
 //! - **Schedule**: the reversed improved-DDPM cosine of
 //!   [`noprop_core::CosineSchedule`], clean end clipped at `alpha_bar_max`
 //!   (default 0.9999), eta = 0.1.
@@ -29,7 +29,9 @@
 //! - **Inference** (`inference.rs`): posterior mixing (Eq. 3) from
 //!   z_0 ~ N(0, I), optionally without injected noise (`deterministic`) or
 //!   averaging the probabilities of several runs (`runs`); prediction
-//!   softmax(head(z_T)).
+//!   softmax(head(z_T)). Each block's image features are computed once per
+//!   chunk of images and shared by all runs. `InferenceOptions::steps` and
+//!   `solver` do not apply (always T steps) and are ignored.
 //!
 //! ## Variable names (checkpoint tensor names)
 //!

@@ -410,6 +410,12 @@ fn inference_is_posterior_mixing() {
         .collect();
     let mean = ((singles[0].clone() + &singles[1]).unwrap() + &singles[2]).unwrap() / 3.0;
     assert_eq!(values(&averaged), values(&mean.unwrap()));
+    let per_run = dt
+        .predict_proba_runs(x, false, 3, &mut SeededRng::new(6))
+        .unwrap();
+    for (run, single) in per_run.iter().zip(&singles) {
+        assert_eq!(values(run), values(single));
+    }
     assert_ne!(
         values(&singles[0]),
         values(&singles[1]),
