@@ -38,6 +38,30 @@ def find_cudarc_dir(version):
     return hits[0]
 
 
+# Error-text lookups succeed, so that a stub loaded by mistake explains
+# itself in the error cudarc reports instead of a second failure.
+STUB_MESSAGE = (
+    "no NVIDIA driver: the libcuda.so.1 link stub was loaded instead of the driver's "
+    "(keep lib/stubs off LD_LIBRARY_PATH)"
+)
+SPECIAL = {
+    "cuGetErrorName": (
+        "int cuGetErrorName(int error, const char **name) {\n"
+        "    (void)error;\n"
+        "    *name = \"CUDA_ERROR_STUB_LIBRARY\";\n"
+        "    return 0;\n"
+        "}\n"
+    ),
+    "cuGetErrorString": (
+        "int cuGetErrorString(int error, const char **text) {\n"
+        "    (void)error;\n"
+        f"    *text = \"{STUB_MESSAGE}\";\n"
+        "    return 0;\n"
+        "}\n"
+    ),
+}
+
+
 def main():
     if len(sys.argv) > 1:
         cudarc_dir = sys.argv[1]
@@ -60,13 +84,17 @@ def main():
             " * Lets a `--features cuda` build link on a machine without the NVIDIA\n"
             " * driver. Never on LD_LIBRARY_PATH at run time: the driver's real\n"
             " * libcuda.so.1 must be loaded instead. Were the stub loaded by mistake,\n"
-            " * every call fails with CUDA_ERROR_STUB_LIBRARY, which cudarc reports.\n"
+            " * every call fails with CUDA_ERROR_STUB_LIBRARY, which cudarc reports\n"
+            " * (cuGetErrorName/String succeed, to explain it).\n"
             " * Each symbol only has to exist: argument lists are irrelevant to the\n"
             " * linker, and returning an int ignores any arguments on x86-64/aarch64. */\n\n"
             "#define CUDA_ERROR_STUB_LIBRARY 34\n\n"
         )
         for name in names:
-            out.write(f"int {name}(void) {{ return CUDA_ERROR_STUB_LIBRARY; }}\n")
+            if name in SPECIAL:
+                out.write(SPECIAL[name])
+            else:
+                out.write(f"int {name}(void) {{ return CUDA_ERROR_STUB_LIBRARY; }}\n")
     print(f"wrote {OUT}: {len(names)} functions from cudarc {version}")
 
 

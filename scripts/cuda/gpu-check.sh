@@ -38,6 +38,20 @@ else
     bundle="$(dirname "$target")"
     binary="$target"
 fi
+# A binary too big to carry travels xz-compressed (see `cargo xtask gpu-check`);
+# it is unpacked into a temporary directory, not next to the bundle.
+if [[ ! -e "$binary" && -f "$binary.xz" ]]; then
+    unpacked="$(mktemp -d)"
+    trap 'rm -rf "$unpacked"' EXIT
+    if command -v xz >/dev/null; then
+        xz -dc "$binary.xz" > "$unpacked/noprop"
+    else
+        python3 -c 'import lzma, shutil, sys
+with lzma.open(sys.argv[1]) as src, open(sys.argv[2], "wb") as dst: shutil.copyfileobj(src, dst)' "$binary.xz" "$unpacked/noprop"
+    fi
+    chmod +x "$unpacked/noprop"
+    binary="$unpacked/noprop"
+fi
 [[ -x "$binary" ]] || { echo "gpu-check: no executable noprop binary at $binary (build it with \`cargo xtask gpu-check\`)" >&2; exit 1; }
 out="${OUT:-$bundle/out}"
 mkdir -p "$out"

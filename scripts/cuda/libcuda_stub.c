@@ -4,7 +4,8 @@
  * Lets a `--features cuda` build link on a machine without the NVIDIA
  * driver. Never on LD_LIBRARY_PATH at run time: the driver's real
  * libcuda.so.1 must be loaded instead. Were the stub loaded by mistake,
- * every call fails with CUDA_ERROR_STUB_LIBRARY, which cudarc reports.
+ * every call fails with CUDA_ERROR_STUB_LIBRARY, which cudarc reports
+ * (cuGetErrorName/String succeed, to explain it).
  * Each symbol only has to exist: argument lists are irrelevant to the
  * linker, and returning an int ignores any arguments on x86-64/aarch64. */
 
@@ -123,8 +124,16 @@ int cuFuncSetBlockShape(void) { return CUDA_ERROR_STUB_LIBRARY; }
 int cuFuncSetCacheConfig(void) { return CUDA_ERROR_STUB_LIBRARY; }
 int cuFuncSetSharedMemConfig(void) { return CUDA_ERROR_STUB_LIBRARY; }
 int cuFuncSetSharedSize(void) { return CUDA_ERROR_STUB_LIBRARY; }
-int cuGetErrorName(void) { return CUDA_ERROR_STUB_LIBRARY; }
-int cuGetErrorString(void) { return CUDA_ERROR_STUB_LIBRARY; }
+int cuGetErrorName(int error, const char **name) {
+    (void)error;
+    *name = "CUDA_ERROR_STUB_LIBRARY";
+    return 0;
+}
+int cuGetErrorString(int error, const char **text) {
+    (void)error;
+    *text = "no NVIDIA driver: the libcuda.so.1 link stub was loaded instead of the driver's (keep lib/stubs off LD_LIBRARY_PATH)";
+    return 0;
+}
 int cuGetExportTable(void) { return CUDA_ERROR_STUB_LIBRARY; }
 int cuGetProcAddress(void) { return CUDA_ERROR_STUB_LIBRARY; }
 int cuGetProcAddress_v2(void) { return CUDA_ERROR_STUB_LIBRARY; }

@@ -112,8 +112,9 @@ pub fn run(args: &GpuCheckArgs) -> Result<()> {
     Ok(())
 }
 
-/// Copies `binary` stripped into `out/noprop` and writes `out/bundle.json`;
-/// returns the bundled binary's size.
+/// Copies `binary` stripped into `out/noprop` (xz-compressed to
+/// `out/noprop.xz` when too big to carry) and writes `out/bundle.json`;
+/// returns the size of what is carried.
 fn bundle(binary: &Path, out: &Path, toolkit: &Toolkit, cap: &str) -> Result<u64> {
     if !binary.is_file() {
         bail!(
@@ -123,9 +124,12 @@ fn bundle(binary: &Path, out: &Path, toolkit: &Toolkit, cap: &str) -> Result<u64
     }
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let bundled = out.join("noprop");
-    let _ = std::fs::remove_file(&bundled);
+    let compressed = out.join("noprop.xz");
+    for stale in [&bundled, &compressed] {
+        let _ = std::fs::remove_file(stale);
+    }
     match which("strip") {
-        // Line tables are ~85% of the release binary and useless there.
+        // Line tables are most of the release binary and useless there.
         Some(strip) => {
             process::output(Command::new(strip).arg("-o").arg(&bundled).arg(binary))?;
         }
@@ -133,11 +137,20 @@ fn bundle(binary: &Path, out: &Path, toolkit: &Toolkit, cap: &str) -> Result<u64
             std::fs::copy(binary, &bundled)?;
         }
     }
-    let size = bundled.metadata()?.len();
+    let needed = needed_libraries(&bundled)?;
+    let stripped_size = bundled.metadata()?.len();
+    let carried = if stripped_size > MAX_BUNDLE_BYTES {
+        xz_compress(&bundled, &compressed)?;
+        std::fs::remove_file(&bundled)?;
+        compressed.clone()
+    } else {
+        bundled.clone()
+    };
+    let size = carried.metadata()?.len();
     if size > MAX_BUNDLE_BYTES {
         bail!(
             "{} is {} MiB, over the {} MiB that can be carried to a GPU machine",
-            bundled.display(),
+            carried.display(),
             size >> 20,
             MAX_BUNDLE_BYTES >> 20
         );
@@ -148,20 +161,48 @@ fn bundle(binary: &Path, out: &Path, toolkit: &Toolkit, cap: &str) -> Result<u64
             .unwrap_or_default()
     };
     let description = json!({
-        "binary": "noprop",
+        "binary": carried.file_name().map(|name| name.to_string_lossy()),
         "features": ["cuda"],
         "profile": "release",
         "compute_cap": cap,
         "cuda_version": toolkit.cuda_version,
         "toolkit_packages": toolkit.packages,
-        "needed": needed_libraries(&bundled)?,
+        "needed": needed,
         "git_commit": git(&["rev-parse", "HEAD"]),
         "git_dirty": !git(&["status", "--porcelain", "--untracked-files=no"]).is_empty(),
-        "bytes": size,
+        "stripped_bytes": stripped_size,
+        "carried_bytes": size,
     });
     std::fs::write(
         out.join("bundle.json"),
         serde_json::to_string_pretty(&description)? + "\n",
     )?;
     Ok(size)
+}
+
+/// `xz -6` of `input` into `output`, with python3's lzma where xz is missing.
+fn xz_compress(input: &Path, output: &Path) -> Result<()> {
+    let partial = output.with_extension("xz.partial");
+    if let Some(xz) = which("xz") {
+        let file = std::fs::File::create(&partial)?;
+        let status = Command::new(xz)
+            .args(["-6", "-T0", "-c"])
+            .arg(input)
+            .stdout(file)
+            .status()
+            .context("could not start xz")?;
+        if !status.success() {
+            bail!("xz failed on {} ({status})", input.display());
+        }
+    } else {
+        let python =
+            which("python3").context("neither xz nor python3 found to compress the binary")?;
+        process::output(
+            Command::new(python)
+                .args(["-c", "import lzma, shutil, sys\nwith open(sys.argv[1], 'rb') as src, lzma.open(sys.argv[2], 'wb', preset=6) as dst: shutil.copyfileobj(src, dst)"])
+                .arg(input)
+                .arg(&partial),
+        )?;
+    }
+    std::fs::rename(&partial, output).with_context(|| format!("writing {}", output.display()))
 }
