@@ -10,8 +10,9 @@
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use noprop_core::variant::ModelSpec;
-use noprop_core::{EmbeddingKind, LearnedSchedule, Variant, VariantKind};
+use noprop_core::{CosineSchedule, EmbeddingKind, LearnedSchedule, Variant, VariantKind};
 use noprop_ct::{CtConfig, NoPropCt};
+use noprop_dt::{DtConfig, NoPropDt};
 use noprop_fm::{FmConfig, NoPropFm};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -68,6 +69,11 @@ fn to_table<C: Serialize>(config: &C) -> Result<Table> {
 /// it, and returns it with every default filled in.
 pub fn resolve_section(kind: VariantKind, section: Option<&Table>) -> Result<Table> {
     match kind {
+        VariantKind::Dt => {
+            let config: DtConfig = parse(section)?;
+            config.validate()?;
+            to_table(&config)
+        }
         VariantKind::Ct => {
             let config: CtConfig = parse(section)?;
             config.validate()?;
@@ -78,7 +84,6 @@ pub fn resolve_section(kind: VariantKind, section: Option<&Table>) -> Result<Tab
             config.validate()?;
             to_table(&config)
         }
-        other => unavailable(other),
     }
 }
 
@@ -92,6 +97,12 @@ pub fn build(
     device: &Device,
 ) -> Result<Box<dyn Variant>> {
     match kind {
+        VariantKind::Dt => {
+            let config: DtConfig = parse(Some(section))?;
+            let model = NoPropDt::new(config, spec, prototype_source, seed, device)
+                .context("cannot build the NoProp-DT model")?;
+            Ok(Box::new(model))
+        }
         VariantKind::Ct => {
             let config: CtConfig = parse(Some(section))?;
             let model = NoPropCt::new(config, spec, prototype_source, seed, device)
@@ -104,7 +115,6 @@ pub fn build(
                 .context("cannot build the NoProp-FM model")?;
             Ok(Box::new(model))
         }
-        other => unavailable(other),
     }
 }
 
@@ -112,9 +122,9 @@ pub fn build(
 /// training images at construction).
 pub fn uses_prototypes(kind: VariantKind, section: &Table) -> Result<bool> {
     let embedding = match kind {
+        VariantKind::Dt => parse::<DtConfig>(Some(section))?.embedding,
         VariantKind::Ct => parse::<CtConfig>(Some(section))?.embedding,
         VariantKind::Fm => parse::<FmConfig>(Some(section))?.embedding,
-        other => return unavailable(other),
     };
     Ok(embedding == EmbeddingKind::Prototype)
 }
@@ -150,9 +160,55 @@ pub fn schedule_table(
             let config: CtConfig = parse(Some(section))?;
             learned_schedule_table(&config, model, grid).map(Some)
         }
+        VariantKind::Dt => {
+            let config: DtConfig = parse(Some(section))?;
+            cosine_schedule_table(&config).map(Some)
+        }
         VariantKind::Fm => Ok(None),
-        other => unavailable(other),
     }
+}
+
+/// DT's cosine schedule: for t = 0..=T, alpha_bar, SNR, the SNR delta of
+/// block t, its loss weight (T/2) eta delta, and the Eq. 3 coefficients.
+fn cosine_schedule_table(config: &DtConfig) -> Result<ScheduleTable> {
+    let schedule = CosineSchedule::from_config(&config.schedule_config())?;
+    let t_max = config.num_blocks as f64;
+    let rows = schedule
+        .table()
+        .iter()
+        .map(|r| {
+            let weight = r.snr_delta.map(|d| t_max / 2.0 * config.eta * d);
+            vec![
+                Some(r.t as f64),
+                Some(r.alpha_bar),
+                Some(r.snr),
+                r.snr_delta,
+                weight,
+                r.a,
+                r.b,
+                r.c,
+            ]
+        })
+        .collect();
+    Ok(ScheduleTable {
+        label: format!(
+            "DT cosine schedule (T = {}, alpha_bar_max = {}, eta = {})",
+            config.num_blocks, config.alpha_bar_max, config.eta
+        ),
+        columns: [
+            "t",
+            "alpha_bar",
+            "snr",
+            "snr_delta",
+            "loss_weight",
+            "a_t",
+            "b_t",
+            "c_t",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows,
+    })
 }
 
 /// CT's learned schedule on `grid` evenly spaced t in [0, 1], with the
@@ -202,13 +258,6 @@ fn learned_schedule_table(
             .to_vec(),
         rows,
     })
-}
-
-fn unavailable<T>(kind: VariantKind) -> Result<T> {
-    bail!(
-        "NoProp-{} is not available in this build yet",
-        kind.as_str().to_uppercase()
-    )
 }
 
 #[cfg(test)]
@@ -293,5 +342,28 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    #[test]
+    fn the_dt_schedule_table_matches_the_core_schedule() {
+        let given: Table = "num_blocks = 4\neta = 0.5\n".parse().unwrap();
+        let section = resolve_section(VariantKind::Dt, Some(&given)).unwrap();
+        let config: DtConfig = parse(Some(&section)).unwrap();
+        let table = cosine_schedule_table(&config).unwrap();
+        assert_eq!(table.rows.len(), 5);
+        // Independently: alpha_bar_T is the clean-end clip, SNR = ab / (1 - ab),
+        // the loss weight is (T/2) eta (SNR(t) - SNR(t-1)), undefined at t = 0.
+        assert!((table.rows[4][1].unwrap() - 0.9999).abs() < 1e-12);
+        for t in 1..=4 {
+            let (prev, row) = (&table.rows[t - 1], &table.rows[t]);
+            let ab = row[1].unwrap();
+            assert!((row[2].unwrap() - ab / (1.0 - ab)).abs() < 1e-9 * row[2].unwrap());
+            let delta = row[2].unwrap() - prev[2].unwrap();
+            assert!(delta > 0.0);
+            assert!((row[3].unwrap() - delta).abs() < 1e-9 * delta);
+            assert!((row[4].unwrap() - 2.0 * 0.5 * delta).abs() < 1e-9 * row[4].unwrap());
+        }
+        assert_eq!(table.rows[0][3], None);
+        assert_eq!(table.rows[0][5], None);
     }
 }

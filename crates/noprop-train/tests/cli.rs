@@ -1,0 +1,699 @@
+//! End-to-end tests of the `noprop` binary on real (embedded) MNIST: train,
+//! checkpoint, resume bitwise, Ctrl-C, NaN stops, export, eval, predict,
+//! info, and every kind of bad input (non-zero exit, a message naming the
+//! file or flag, never a panic).
+//!
+//! Runs are tiny (192 training images, 100 test images, NoProp-FM with 5
+//! ODE steps) so the whole file takes seconds of training.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use candle_core::{DType, Device};
+use noprop_core::SeededRng;
+use noprop_data::{Dataset, DatasetConfig, DatasetKind};
+use noprop_train::checkpoint::{Checkpoint, CheckpointKind};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_noprop");
+
+/// The settings of every small training run here.
+const SMALL: &[&str] = &[
+    "--variant",
+    "fm",
+    "--train-limit",
+    "192",
+    "--test-limit",
+    "100",
+    "--batch-size",
+    "64",
+    "--seed",
+    "3",
+    "--set",
+    "fm.inference_steps=5",
+    "--set",
+    "train_accuracy_steps=2",
+    "--no-progress",
+];
+
+fn noprop(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("the noprop binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[track_caller]
+fn assert_ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
+
+/// Fails with exit status 1 or 2, names `needle` on stderr, and does not panic.
+#[track_caller]
+fn assert_fails_with(args: &[&str], needle: &str) {
+    let out = noprop(args);
+    let stderr = text(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "{args:?} succeeded: {}",
+        text(&out.stdout)
+    );
+    assert!(
+        matches!(out.status.code(), Some(1 | 2)),
+        "{args:?}: exit {:?}: {stderr}",
+        out.status.code()
+    );
+    assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
+    assert!(
+        stderr.contains(needle),
+        "{args:?}: stderr does not name {needle:?}: {stderr}"
+    );
+}
+
+fn json_stdout(out: &Output) -> Value {
+    serde_json::from_str(text(&out.stdout).trim())
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(&out.stdout)))
+}
+
+/// A scratch directory under target/tmp, emptied once per test process.
+fn scratch(name: &str) -> PathBuf {
+    static ROOT: OnceLock<PathBuf> = OnceLock::new();
+    let root = ROOT.get_or_init(|| {
+        let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("noprop-cli-tests");
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap();
+        root
+    });
+    let dir = root.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn train(out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec!["train", "--out", out.to_str().unwrap()];
+    args.extend_from_slice(SMALL);
+    args.extend_from_slice(extra);
+    noprop(&args)
+}
+
+/// A 2-epoch run, trained once and shared by the tests that only read it.
+fn reference_run() -> &'static Path {
+    static RUN: OnceLock<PathBuf> = OnceLock::new();
+    RUN.get_or_init(|| {
+        let dir = scratch("reference").join("run");
+        assert_ok(&train(&dir, &["--epochs", "2"]));
+        dir
+    })
+}
+
+/// Every tensor of a checkpoint as bit patterns.
+fn tensor_bits(path: &Path) -> BTreeMap<String, Vec<u32>> {
+    let checkpoint = Checkpoint::load(path, &Device::Cpu).unwrap();
+    checkpoint
+        .tensors
+        .iter()
+        .map(|(name, t)| {
+            let flat = t.flatten_all().unwrap();
+            let bits = match t.dtype() {
+                DType::U32 => flat.to_vec1::<u32>().unwrap(),
+                _ => flat
+                    .to_dtype(DType::F32)
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.to_bits())
+                    .collect(),
+            };
+            (name.clone(), bits)
+        })
+        .collect()
+}
+
+fn metrics(dir: &Path) -> Vec<Value> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn a_resumed_run_ends_bitwise_equal_to_an_uninterrupted_one() {
+    let reference = reference_run();
+    let dir = scratch("resume").join("run");
+    assert_ok(&train(&dir, &["--epochs", "1"]));
+    assert_eq!(metrics(&dir).len(), 1);
+    let out = noprop(&[
+        "train",
+        "--resume",
+        dir.to_str().unwrap(),
+        "--epochs",
+        "2",
+        "--no-progress",
+        "--json",
+    ]);
+    assert_ok(&out);
+    let summary = json_stdout(&out);
+    assert_eq!(summary["status"], "completed");
+    assert_eq!(summary["epochs"], 2);
+
+    let expected = tensor_bits(&reference.join("last.safetensors"));
+    assert!(
+        expected.keys().any(|k| k.starts_with("optim.")) && expected.contains_key("trainer.rng")
+    );
+    assert_eq!(tensor_bits(&dir.join("last.safetensors")), expected);
+    let (a, b) = (metrics(reference), metrics(&dir));
+    assert_eq!(b.len(), 2);
+    for key in [
+        "epoch",
+        "step",
+        "train_loss",
+        "test_accuracy",
+        "train_accuracy",
+    ] {
+        assert_eq!(
+            a.iter().map(|m| &m[key]).collect::<Vec<_>>(),
+            b.iter().map(|m| &m[key]).collect::<Vec<_>>(),
+            "{key}"
+        );
+    }
+    // The resumed run's config now asks for 2 epochs.
+    let config = std::fs::read_to_string(dir.join("config.toml")).unwrap();
+    assert!(config.contains("epochs = 2"), "{config}");
+}
+
+#[test]
+fn ctrl_c_saves_mid_epoch_and_resuming_matches_the_uninterrupted_run() {
+    let reference = reference_run();
+    let dir = scratch("sigint").join("run");
+    let mut args = vec![
+        "train".to_string(),
+        "--out".into(),
+        dir.display().to_string(),
+    ];
+    args.extend(SMALL.iter().map(|s| s.to_string()));
+    args.extend(["--epochs".into(), "20".into()]);
+    let mut child = Command::new(BIN)
+        .args(&args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Interrupt once epoch 1's checkpoints are on disk (best.safetensors is
+    // written last), a moment into the steps of epoch 2.
+    let start = Instant::now();
+    while !dir.join("best.safetensors").is_file() {
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "epoch 1 never finished"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "training exited early");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("interrupted") && stderr.contains("--resume"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    let meta = Checkpoint::read_meta(&dir.join("last.safetensors")).unwrap();
+    assert_eq!(meta.epoch, 1, "the interrupt should land in epoch 2");
+    assert!(
+        meta.step > 3,
+        "saved after a step of epoch 2, step {}",
+        meta.step
+    );
+    assert_ok(&noprop(&[
+        "train",
+        "--resume",
+        dir.to_str().unwrap(),
+        "--epochs",
+        "2",
+        "--no-progress",
+    ]));
+    assert_eq!(
+        tensor_bits(&dir.join("last.safetensors")),
+        tensor_bits(&reference.join("last.safetensors"))
+    );
+}
+
+#[test]
+fn a_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint() {
+    let reference = reference_run();
+    let dir = scratch("nan").join("run");
+    std::fs::create_dir_all(&dir).unwrap();
+    for file in ["config.toml", "last.safetensors", "metrics.jsonl"] {
+        std::fs::copy(reference.join(file), dir.join(file)).unwrap();
+    }
+    // A user edits the run's learning rate to something absurd and resumes.
+    let config = std::fs::read_to_string(dir.join("config.toml")).unwrap();
+    let edited = config.replace("lr = 0.001", "lr = 1e30");
+    assert_ne!(edited, config);
+    std::fs::write(dir.join("config.toml"), edited).unwrap();
+    let before = std::fs::read(dir.join("last.safetensors")).unwrap();
+    let out = noprop(&[
+        "train",
+        "--resume",
+        dir.to_str().unwrap(),
+        "--epochs",
+        "4",
+        "--no-progress",
+    ]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("training stopped: the loss is")
+            && stderr.contains("last.safetensors (epoch 2"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(std::fs::read(dir.join("last.safetensors")).unwrap(), before);
+}
+
+#[test]
+fn export_info_eval_and_predict_work_on_real_mnist_images() {
+    let reference = reference_run();
+    let dir = scratch("export");
+    let best = reference.join("best.safetensors");
+    let model_path = dir.join("model.safetensors");
+    let out = noprop(&[
+        "export",
+        "--checkpoint",
+        best.to_str().unwrap(),
+        "--out",
+        model_path.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_ok(&out);
+    assert_eq!(json_stdout(&out)["variant"], "fm");
+
+    // The export holds exactly the model tensors of the checkpoint.
+    let exported = Checkpoint::load(&model_path, &Device::Cpu).unwrap();
+    assert_eq!(exported.meta.kind, CheckpointKind::Weights);
+    assert!(exported
+        .tensors
+        .keys()
+        .all(|k| !k.starts_with("optim.") && !k.starts_with("trainer.")));
+    let full = tensor_bits(&best);
+    let exported_bits = tensor_bits(&model_path);
+    let model_part: BTreeMap<_, _> = full
+        .into_iter()
+        .filter(|(k, _)| exported_bits.contains_key(k))
+        .collect();
+    assert_eq!(model_part, exported_bits);
+
+    // info agrees with the file.
+    let out = noprop(&[
+        "info",
+        "--checkpoint",
+        model_path.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_ok(&out);
+    let info = json_stdout(&out);
+    assert_eq!(info["variant"], "fm");
+    assert_eq!(info["checkpoint"]["checkpoint"], "weights");
+    let names: Vec<&str> = info["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        exported_bits.keys().map(String::as_str).collect::<Vec<_>>()
+    );
+    let scalars: u64 = exported
+        .tensors
+        .values()
+        .map(|t| t.elem_count() as u64)
+        .sum();
+    assert_eq!(
+        info["parameters"]["total"].as_u64().unwrap()
+            + info["parameters"]["buffers"].as_u64().unwrap(),
+        scalars
+    );
+
+    // eval of the export reproduces the accuracy the trainer logged for that epoch
+    // (same model, same inference settings, same noise).
+    let best_epoch = metrics(reference)
+        .into_iter()
+        .rev()
+        .find(|m| m["best"] == true)
+        .unwrap();
+    for file in [&model_path, &best] {
+        let out = noprop(&[
+            "eval",
+            "--checkpoint",
+            file.to_str().unwrap(),
+            "--test-limit",
+            "100",
+            "--json",
+        ]);
+        assert_ok(&out);
+        let eval = json_stdout(&out);
+        assert_eq!(eval["images"], 100);
+        assert_eq!(
+            eval["accuracy"],
+            best_epoch["test_accuracy"],
+            "{}",
+            file.display()
+        );
+    }
+
+    // predict on real test images written as PNG matches the model on the
+    // dataset's own tensors.
+    let config = DatasetConfig {
+        train_limit: Some(1),
+        test_limit: Some(4),
+        ..DatasetConfig::new(DatasetKind::Mnist)
+    };
+    let data = Dataset::load(&config, &Device::Cpu).unwrap();
+    let (mean, std) = (data.normalization().0[0], data.normalization().1[0]);
+    let mut paths = Vec::new();
+    for i in 0..4 {
+        let image = data.test().images().get(i).unwrap().squeeze(0).unwrap();
+        let pixels: Vec<u8> = image
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+            .iter()
+            .map(|x| ((x * std + mean) * 255.0).round().clamp(0.0, 255.0) as u8)
+            .collect();
+        let path = dir.join(format!("digit{i}.png"));
+        image::GrayImage::from_raw(28, 28, pixels)
+            .unwrap()
+            .save(&path)
+            .unwrap();
+        paths.push(path.display().to_string());
+    }
+    let mut args = vec![
+        "predict",
+        "--checkpoint",
+        model_path.to_str().unwrap(),
+        "--json",
+    ];
+    args.extend(paths.iter().map(String::as_str));
+    let out = noprop(&args);
+    assert_ok(&out);
+    let predictions = json_stdout(&out)["predictions"].as_array().unwrap().clone();
+    assert_eq!(predictions.len(), 4);
+
+    let loaded = noprop_train::model::load_model(&model_path, &Device::Cpu).unwrap();
+    let options = loaded.config.eval.inference_options();
+    let mut rng = SeededRng::new(loaded.config.seed).fork(noprop_train::train::EVAL_STREAM);
+    let batch = data.test().images().narrow(0, 0, 4).unwrap();
+    let expected = loaded
+        .model
+        .predict_proba(&batch, &options, &mut rng)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
+    for (prediction, expected) in predictions.iter().zip(&expected) {
+        let probs: Vec<f64> = prediction["probabilities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_f64().unwrap())
+            .collect();
+        assert_eq!(probs.len(), 10);
+        for (p, e) in probs.iter().zip(expected) {
+            assert!(
+                (p - f64::from(*e)).abs() < 1e-4,
+                "{probs:?} vs {expected:?}"
+            );
+        }
+        let class = prediction["class"].as_u64().unwrap() as usize;
+        assert!(probs.iter().all(|p| *p <= probs[class]));
+    }
+    // The human-readable form names each file.
+    let mut args = vec!["predict", "--checkpoint", model_path.to_str().unwrap()];
+    args.push(&paths[0]);
+    let out = noprop(&args);
+    assert_ok(&out);
+    assert!(
+        text(&out.stdout).contains("digit0.png: class"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn info_describes_fresh_models_with_their_schedules() {
+    let out = noprop(&[
+        "info",
+        "--variant",
+        "ct",
+        "--set",
+        "ct.schedule.hidden=8",
+        "--grid",
+        "3",
+        "--json",
+    ]);
+    assert_ok(&out);
+    let info = json_stdout(&out);
+    assert_eq!(info["variant"], "ct");
+    let table = info["schedule"]["table"].as_array().unwrap();
+    assert_eq!(table.len(), 3);
+    assert!((table[0]["alpha_bar"].as_f64().unwrap() - 0.01).abs() < 1e-5);
+    assert!(info["parameters"]["total"].as_u64().unwrap() > 800_000);
+    let out = noprop(&["info", "--variant", "fm"]);
+    assert_ok(&out);
+    assert!(
+        text(&out.stdout).contains("parameters:"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn bad_inputs_exit_non_zero_with_clear_messages() {
+    let dir = scratch("bad");
+    let d = |name: &str| dir.join(name).display().to_string();
+    std::fs::write(dir.join("corrupt.toml"), "variant = [\n").unwrap();
+    std::fs::write(
+        dir.join("unknown-key.toml"),
+        "variant = \"fm\"\nepohcs = 3\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("notes.txt"), "not a checkpoint").unwrap();
+    std::fs::create_dir_all(dir.join("empty")).unwrap();
+
+    // Configuration and flags.
+    assert_fails_with(&["train", "--config", &d("missing.toml")], "missing.toml");
+    assert_fails_with(&["train", "--config", &d("corrupt.toml")], "corrupt.toml");
+    assert_fails_with(&["train", "--config", &d("unknown-key.toml")], "epohcs");
+    assert_fails_with(&["train", "--variant", "xx"], "--variant");
+    assert_fails_with(&["train", "--variant", "fm", "--epochs", "abc"], "--epochs");
+    assert_fails_with(&["train", "--variant", "fm", "--epochs", "-1"], "--epochs");
+    assert_fails_with(&["train", "--variant", "fm", "--lr", "0"], "--lr");
+    assert_fails_with(
+        &["train", "--variant", "fm", "--dataset", "imagenet"],
+        "--dataset",
+    );
+    assert_fails_with(&["train", "--epochs", "1"], "--variant");
+    assert_fails_with(
+        &[
+            "train",
+            "--variant",
+            "fm",
+            "--set",
+            "fm.bogus=1",
+            "--out",
+            &d("r1"),
+        ],
+        "bogus",
+    );
+    assert_fails_with(
+        &[
+            "train",
+            "--variant",
+            "fm",
+            "--set",
+            "fm.lr=-1",
+            "--out",
+            &d("r2"),
+        ],
+        "lr",
+    );
+    assert_fails_with(
+        &[
+            "train",
+            "--variant",
+            "fm",
+            "--set",
+            "nonsense",
+            "--out",
+            &d("r3"),
+        ],
+        "--set nonsense",
+    );
+    // Data.
+    assert_fails_with(
+        &["train", "--variant", "fm", "--data-dir", &d("no-such-dir")],
+        "no-such-dir",
+    );
+    assert_fails_with(
+        &[
+            "train",
+            "--variant",
+            "fm",
+            "--dataset",
+            "kmnist",
+            "--out",
+            &d("r4"),
+        ],
+        "--data-dir",
+    );
+    assert_fails_with(
+        &[
+            "train",
+            "--variant",
+            "fm",
+            "--dataset",
+            "kmnist",
+            "--data-dir",
+            &d("empty"),
+            "--out",
+            &d("r5"),
+        ],
+        "empty",
+    );
+    #[cfg(not(feature = "cuda"))]
+    assert_fails_with(
+        &[
+            "train",
+            "--variant",
+            "fm",
+            "--device",
+            "cuda",
+            "--out",
+            &d("r6"),
+        ],
+        "--features cuda",
+    );
+    // Run directories.
+    assert_fails_with(&["train", "--resume", &d("no-run")], "no-run");
+    assert_fails_with(&["train", "--resume", &d("empty")], "config.toml");
+    let reference = reference_run().display().to_string();
+    assert_fails_with(
+        &["train", "--resume", &reference, "--lr", "0.1"],
+        "--lr cannot be combined with --resume",
+    );
+    assert_fails_with(
+        &["train", "--variant", "fm", "--out", &reference],
+        "already holds a run",
+    );
+
+    // Checkpoints.
+    let last = reference_run().join("last.safetensors");
+    let bytes = std::fs::read(&last).unwrap();
+    std::fs::write(dir.join("truncated.safetensors"), &bytes[..bytes.len() / 2]).unwrap();
+    for command in ["eval", "info", "export"] {
+        let mut args = vec![command, "--checkpoint"];
+        let truncated = d("truncated.safetensors");
+        let notes = d("notes.txt");
+        let missing = d("missing.safetensors");
+        let out_file = d("out.safetensors");
+        for (file, needle) in [
+            (&truncated, "not a valid safetensors file"),
+            (&notes, "not a valid safetensors file"),
+            (&missing, "missing.safetensors"),
+        ] {
+            args.truncate(2);
+            args.push(file);
+            if command == "export" {
+                args.extend(["--out", &out_file]);
+            }
+            assert_fails_with(&args, needle);
+            assert_fails_with(&args, &file[file.rfind('/').unwrap() + 1..]);
+        }
+    }
+    assert_fails_with(
+        &[
+            "export",
+            "--checkpoint",
+            last.to_str().unwrap(),
+            "--out",
+            &d("no-dir/m.safetensors"),
+        ],
+        "no-dir",
+    );
+    // A checkpoint of another variant in a run directory: the run says fm,
+    // the file holds a ct model.
+    let wrong = dir.join("wrong-variant");
+    std::fs::create_dir_all(&wrong).unwrap();
+    std::fs::copy(
+        reference_run().join("config.toml"),
+        wrong.join("config.toml"),
+    )
+    .unwrap();
+    let ct_run = dir.join("ct-run");
+    let out = noprop(&[
+        "train",
+        "--variant",
+        "ct",
+        "--train-limit",
+        "64",
+        "--test-limit",
+        "10",
+        "--batch-size",
+        "64",
+        "--epochs",
+        "1",
+        "--set",
+        "ct.inference_steps=2",
+        "--set",
+        "ct.schedule.hidden=8",
+        "--set",
+        "train_accuracy_every=0",
+        "--no-progress",
+        "--out",
+        ct_run.to_str().unwrap(),
+    ]);
+    assert_ok(&out);
+    std::fs::copy(
+        ct_run.join("last.safetensors"),
+        wrong.join("last.safetensors"),
+    )
+    .unwrap();
+    assert_fails_with(
+        &["train", "--resume", wrong.to_str().unwrap()],
+        "holds a NoProp-CT model",
+    );
+    // Predict: non-image and missing files.
+    let ckpt = last.to_str().unwrap();
+    assert_fails_with(
+        &["predict", "--checkpoint", ckpt, &d("notes.txt")],
+        "notes.txt",
+    );
+    assert_fails_with(
+        &["predict", "--checkpoint", ckpt, &d("missing.png")],
+        "missing.png",
+    );
+}
