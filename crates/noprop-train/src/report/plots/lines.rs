@@ -2,7 +2,8 @@
 //!
 //! Each series is a polyline with a marker at every point (a run of one or
 //! two epochs is still visible). The y axis is linear or logarithmic; a log
-//! axis drops non-positive values.
+//! axis drops values outside its bounds (non-positive ones, and those more
+//! than `MAX_DECADES` below the largest).
 
 use anyhow::Result;
 use plotters::coord::ranged1d::ValueFormatter;
@@ -10,7 +11,8 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use super::style::{
-    log_bounds, tick_label, variant_color, AXIS_DESC_SIZE, FONT, LABEL_SIZE, TITLE_SIZE,
+    log_bounds, log_tick_label, tick_label, variant_color, AXIS_DESC_SIZE, FONT, LABEL_SIZE,
+    TITLE_SIZE,
 };
 use super::PlotError;
 
@@ -75,7 +77,7 @@ where
                 .y_label_area_size(78)
                 .build_cartesian_2d(x0..x1, min..max)
                 .plot_err()?;
-            finish(chart, panel, &series, |_| true)
+            finish(chart, panel, &series, &tick_label, |_| true)
         }
         YAxis::Log => {
             let Some((lo, hi)) =
@@ -90,7 +92,9 @@ where
                 .y_label_area_size(78)
                 .build_cartesian_2d(x0..x1, (lo..hi).log_scale())
                 .plot_err()?;
-            finish(chart, panel, &series, |y| y > 0.0 && y.is_finite())
+            finish(chart, panel, &series, &log_tick_label, move |y| {
+                y >= lo && y <= hi
+            })
         }
     }
 }
@@ -99,6 +103,7 @@ fn finish<'a, DB, Y>(
     mut chart: ChartContext<'a, DB, Cartesian2d<plotters::coord::types::RangedCoordf64, Y>>,
     panel: &LinePanel<'_>,
     series: &[&Series],
+    y_label: &dyn Fn(&f64) -> String,
     keep: impl Fn(f64) -> bool,
 ) -> Result<()>
 where
@@ -117,7 +122,7 @@ where
     let mut mesh = chart.configure_mesh();
     mesh.x_desc(panel.x_desc)
         .y_desc(panel.y_desc)
-        .y_label_formatter(&tick_label)
+        .y_label_formatter(y_label)
         .axis_desc_style((FONT, AXIS_DESC_SIZE))
         .label_style((FONT, LABEL_SIZE))
         .light_line_style(BLACK.mix(0.05));

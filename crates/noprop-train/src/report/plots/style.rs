@@ -73,8 +73,12 @@ pub fn percent_floor(min_percent: f64) -> f64 {
     (((min_percent - 10.0) / 10.0).floor() * 10.0).clamp(0.0, 90.0)
 }
 
+/// Decades a log axis spans at most: smaller values (DT's SNR(0), about
+/// 1e-33) are left off rather than squashing every other curve.
+pub const MAX_DECADES: f64 = 8.0;
+
 /// Log-axis bounds covering `values` (positive only), widened to whole
-/// decades.
+/// decades, at most [`MAX_DECADES`] below the largest.
 pub fn log_bounds(values: impl IntoIterator<Item = f64>) -> Option<(f64, f64)> {
     let (lo, hi) = values
         .into_iter()
@@ -85,8 +89,11 @@ pub fn log_bounds(values: impl IntoIterator<Item = f64>) -> Option<(f64, f64)> {
     if !lo.is_finite() {
         return None;
     }
-    let lo = 10f64.powf(lo.log10().floor());
-    let hi = 10f64.powf(hi.log10().ceil()).max(lo * 10.0);
+    let hi = 10f64.powf(hi.log10().ceil());
+    let lo = 10f64
+        .powf(lo.log10().floor())
+        .max(hi / 10f64.powf(MAX_DECADES));
+    let hi = hi.max(lo * 10.0);
     // A hair wider, so rounding never drops the end decades' tick labels.
     Some((lo * 0.999, hi * 1.001))
 }
@@ -99,6 +106,15 @@ pub fn tick_label(x: &f64) -> String {
         "0".to_owned()
     } else {
         format!("{rounded}")
+    }
+}
+
+/// A log-axis tick label: plain for 0.001..99999, else "1e-6".
+pub fn log_tick_label(x: &f64) -> String {
+    if *x >= 1e-3 && *x < 1e5 {
+        tick_label(x)
+    } else {
+        format!("{x:.0e}")
     }
 }
 
@@ -117,6 +133,11 @@ mod tests {
         };
         assert!(close(log_bounds([0.05, 3.0, -1.0]), (0.01, 10.0)));
         assert!(close(log_bounds([10.0]), (10.0, 100.0)));
+        // 1e-33 is left off: 8 decades under 1e4.
+        assert!(close(log_bounds([1e-33, 0.02, 9999.0]), (1e-4, 1e4)));
+        assert_eq!(log_tick_label(&1e-6), "1e-6");
+        assert_eq!(log_tick_label(&0.01), "0.01");
+        assert_eq!(log_tick_label(&1e5), "1e5");
         assert_eq!(log_bounds([0.0]), None);
         assert!((headroom(1.0) - 1.18).abs() < 1e-12);
         assert_eq!(headroom(0.0), 1.0);
