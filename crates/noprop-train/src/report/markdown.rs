@@ -78,6 +78,10 @@ fn setup_lines(runs: &[RunSummary]) -> String {
             Some(n) => format!("{} training images", thousands(n)),
             None => "full training set".to_owned(),
         });
+        parts.push(match s.test_images {
+            Some(n) => format!("{} test images", thousands(n)),
+            None => "full test set".to_owned(),
+        });
         parts.push(format!(
             "{} epoch{}",
             s.epochs,

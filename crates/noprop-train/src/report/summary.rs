@@ -37,6 +37,8 @@ pub struct RunSummary {
     pub batch_size: Option<u64>,
     /// Training images used (the train limit, when one was set).
     pub train_images: Option<u64>,
+    /// Test images evaluated (the test limit, when one was set).
+    pub test_images: Option<u64>,
     /// Epochs completed (lines in metrics.jsonl).
     pub epochs: usize,
     pub test_accuracy: Option<f64>,
@@ -187,6 +189,7 @@ impl RunSummary {
             seed: config_u64(&run.config, &["seed"]),
             batch_size: config_u64(&run.config, &["batch_size", "data.batch_size"]),
             train_images: config_u64(&run.config, &["data.train_limit", "train_limit"]),
+            test_images: config_u64(&run.config, &["data.test_limit", "test_limit"]),
             epochs: run.epochs.len(),
             test_accuracy,
             test_accuracy_source,
