@@ -159,6 +159,8 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             "ms_per_image": ms_per_image,
             "images_per_second": acc.total as f64 / acc.seconds.max(1e-9),
             "seed": seed,
+            // Unset options above mean these, the model's own defaults.
+            "variant_config": loaded.model.config_json(),
             "options": {
                 "steps": options.steps,
                 "solver": solver,

@@ -42,6 +42,13 @@ pub fn group_of(name: &str) -> String {
     }
 }
 
+/// `("block.", 10)` for `block.10`: sorts indices numerically.
+fn natural_key(name: &str) -> (String, u64) {
+    let digits = name.len() - name.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+    let (stem, index) = name.split_at(name.len() - digits);
+    (stem.to_string(), index.parse().unwrap_or(0))
+}
+
 /// Counts per group, sorted by group name.
 pub fn parameter_groups(store: &ParamStore) -> BTreeMap<String, GroupCount> {
     let mut groups: BTreeMap<String, GroupCount> = BTreeMap::new();
@@ -98,12 +105,8 @@ pub fn run(args: &InfoArgs) -> Result<()> {
                 num_classes: data_kind.num_classes(),
             };
             let model = build_fresh(&config, spec, None, &device)?;
-            (
-                config,
-                model,
-                None,
-                "a fresh model (seed-initialised)".to_string(),
-            )
+            let source = format!("fresh model, seed {}", config.seed);
+            (config, model, None, source)
         }
         (None, None) => anyhow::bail!("give --variant or --checkpoint"),
     };
@@ -175,7 +178,10 @@ pub fn run(args: &InfoArgs) -> Result<()> {
         }
     }
     println!("parameters: {total} trainable, {buffers} in buffers");
-    for (name, g) in &groups {
+    // block.2 before block.10.
+    let mut ordered: Vec<(&String, &GroupCount)> = groups.iter().collect();
+    ordered.sort_by_key(|(name, _)| natural_key(name));
+    for (name, g) in ordered {
         if g.buffers > 0 {
             println!("  {name:<24} {:>10}  (+{} buffer)", g.parameters, g.buffers);
         } else {
@@ -278,6 +284,9 @@ mod tests {
         assert_eq!(group_of("blocks.3.conv1.weight"), "blocks.3");
         assert_eq!(group_of("block.conv1.weight"), "block");
         assert_eq!(group_of("head"), "head");
+        let mut names = vec!["block.10", "head", "block.2", "block.1"];
+        names.sort_by_key(|n| natural_key(n));
+        assert_eq!(names, ["block.1", "block.2", "block.10", "head"]);
         let model = LinearSoftmax::new(blob_spec(), 0, &Device::Cpu).unwrap();
         let vb = model
             .params()
