@@ -48,7 +48,7 @@ fn the_quick_preset_works_with_any_variant() {
                 config.data.train_limit,
                 config.data.test_limit
             ),
-            (1, Some(2000), Some(1000))
+            (2, Some(4000), Some(1000))
         );
         assert_eq!(config.eval.steps, Some(100));
     }
