@@ -52,6 +52,13 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
     let dataset_config = config.data.dataset_config()?;
     let dataset = Dataset::load(&dataset_config, &device)
         .with_context(|| format!("cannot load the {} dataset", dataset_config.kind))?;
+    tracing::info!(
+        dataset = %dataset.kind(),
+        train = dataset.train().len(),
+        validation = dataset.validation().map_or(0, |v| v.len()),
+        test = dataset.test().len(),
+        "dataset loaded"
+    );
     let (c, h, w) = dataset.image_shape();
     if h != w {
         bail!("images of {h}x{w} pixels: only square images are supported");
