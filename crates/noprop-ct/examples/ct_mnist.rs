@@ -5,7 +5,7 @@
 //!     [--train-limit 5000] [--test-limit 2000] [--epochs 1] [--batch-size 128] \
 //!     [--embedding one-hot|dim20|prototype] [--sampling importance|uniform] \
 //!     [--alpha-bar-noise 0.01] [--alpha-bar-clean 0.99] [--schedule-wd 0] \
-//!     [--warmup 0] [--lr 1e-3] [--steps 100,1000] [--solver euler|heun|rk4] \
+//!     [--warmup 0] [--lr 1e-3] [--head-lr 1e-3] [--steps 100,1000] [--solver euler|heun|rk4] \
 //!     [--runs 1] [--seed 0]
 //! ```
 //!
@@ -76,6 +76,7 @@ fn parse_args() -> Result<Args> {
             "--schedule-wd" => c.schedule_weight_decay = num(&value)?,
             "--warmup" => c.warmup_steps = num(&value)? as usize,
             "--lr" => c.lr = num(&value)?,
+            "--head-lr" => c.head_lr = Some(num(&value)?),
             "--solver" => c.solver = parse_solver(&value)?,
             "--runs" => c.runs = num(&value)? as usize,
             "--steps" => {
@@ -114,7 +115,7 @@ fn main() -> Result<()> {
     let c = &args.config;
     println!(
         "NoProp-CT on MNIST: {} train / {} test, {} embedding, batch {}, sampling {}, alpha_bar {:?}, \
-         schedule wd {}, warm-up {}, lr {}",
+         schedule wd {}, warm-up {}, lr {}, head lr {}",
         train.len(),
         test.len(),
         c.embedding,
@@ -123,7 +124,8 @@ fn main() -> Result<()> {
         args.alpha_bar,
         c.schedule_weight_decay,
         c.warmup_steps,
-        c.lr
+        c.lr,
+        c.head_lr.unwrap_or(c.lr)
     );
     let mut model = NoPropCt::new(
         args.config,

@@ -1,6 +1,6 @@
 //! [`NoPropCt`]: one [`CtFmBlock`] with time input, a linear head d -> m,
 //! the learned schedule, the class embedding W and one Adam optimizer with
-//! two groups (block + head + W; schedule).
+//! three groups (block + W; schedule; head).
 //!
 //! Training (one step, batch B): draw t [B] (uniform or importance),
 //! z_t ~ q(z_t | y), logits = block(x, z_t, t), loss of [`crate::loss`],
@@ -119,17 +119,20 @@ impl NoPropCt {
         let schedule = LearnedSchedule::new(&config.schedule, vb.pp(SCHEDULE_PREFIX))?;
 
         let schedule_prefix = format!("{SCHEDULE_PREFIX}.");
-        let (schedule_vars, model_vars): (Vec<_>, Vec<_>) = store
+        let head_prefix = format!("{HEAD_PREFIX}.");
+        let (schedule_vars, rest): (Vec<_>, Vec<_>) = store
             .trainable("")
             .into_iter()
             .partition(|(name, _)| name.starts_with(&schedule_prefix));
-        let mut schedule_group =
-            ParamGroup::new(schedule_vars).with_weight_decay(config.schedule_weight_decay);
-        if let Some(lr) = config.schedule_lr {
-            schedule_group = schedule_group.with_lr(lr);
-        }
+        let (head_vars, model_vars): (Vec<_>, Vec<_>) = rest
+            .into_iter()
+            .partition(|(name, _)| name.starts_with(&head_prefix));
+        let schedule_group = ParamGroup::new(schedule_vars)
+            .with_weight_decay(config.schedule_weight_decay)
+            .with_lr(config.schedule_lr.unwrap_or(config.lr));
+        let head_group = ParamGroup::new(head_vars).with_lr(config.head_lr.unwrap_or(config.lr));
         let optimizer = Adam::new(
-            vec![ParamGroup::new(model_vars), schedule_group],
+            vec![ParamGroup::new(model_vars), schedule_group, head_group],
             AdamConfig::adam(config.lr, config.weight_decay),
         )?;
         Ok(Self {
@@ -250,6 +253,8 @@ impl NoPropCt {
         self.optimizer.set_group_lr(0, self.config.lr * factor)?;
         let schedule_lr = self.config.schedule_lr.unwrap_or(self.config.lr);
         self.optimizer.set_group_lr(1, schedule_lr * factor)?;
+        let head_lr = self.config.head_lr.unwrap_or(self.config.lr);
+        self.optimizer.set_group_lr(2, head_lr * factor)?;
         self.optimizer.step(&grads)?;
         // One host read-out for every reported number.
         let (g0, g1) = (self.schedule_var("gamma_0")?, self.schedule_var("gamma_1")?);
@@ -432,6 +437,7 @@ mod tests {
         let mut m = NoPropCt::new(config, ModelSpec::mnist(), None, 0, &dev).unwrap();
         assert_eq!(m.optimizer.group_hyperparameters(0), Some((1e-3, 1e-3)));
         assert_eq!(m.optimizer.group_hyperparameters(1), Some((1e-3, 0.0)));
+        assert_eq!(m.optimizer.group_hyperparameters(2), Some((1e-3, 1e-3)));
         let before = m.embedding.matrix().copy().unwrap();
         let mut rng = SeededRng::new(2);
         let x = rng.normal((4, 1, 28, 28), &dev).unwrap();
