@@ -23,8 +23,33 @@ pub fn conv2d_relu_pool2x2(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result
     max_pool2x2(&conv2d_relu(x, weight, bias)?)
 }
 
-/// 2x2, stride-2 max pooling with candle's `max_pool2d`. (Its gradient in
-/// candle 0.11 is a quarter of the true one; see the tests.)
+/// 2x2, stride-2 max pooling (floor: an odd last row or column is dropped),
+/// built from candle ops whose gradient is right on every device: crop to
+/// even sizes, split each axis into (half, 2), move the two window axes
+/// last and take the max over the 4 window elements.
+///
+/// Not candle's `max_pool2d`: in candle 0.11 its backward multiplies the
+/// argmax gradient by the fraction of maxima in the window instead of
+/// dividing by their count, so with a unique maximum the gradient is a
+/// quarter of the true one (the test
+/// `candle_max_pool2d_gradient_is_a_quarter_of_the_true_one` pins this).
+/// This path is the implementation on CUDA, so it must train exactly like
+/// the fast CPU kernel. With exact ties (e.g. an all-zero window after a
+/// ReLU) every maximum receives the gradient, where the fast kernel gives it
+/// to the first; below a ReLU both are multiplied by zero.
 pub fn max_pool2x2(x: &Tensor) -> Result<Tensor> {
-    x.max_pool2d(2)
+    let (n, c, h, w) = x.dims4()?;
+    let (h2, w2) = (h / 2, w / 2);
+    if h2 == 0 || w2 == 0 {
+        candle_core::bail!("max_pool2x2: input {h}x{w} is smaller than the 2x2 window");
+    }
+    let x = if h != 2 * h2 || w != 2 * w2 {
+        x.narrow(2, 0, 2 * h2)?.narrow(3, 0, 2 * w2)?
+    } else {
+        x.clone()
+    };
+    x.reshape((n, c, h2, 2, w2, 2))?
+        .permute((0, 1, 2, 4, 3, 5))?
+        .reshape((n, c, h2, w2, 4))?
+        .max(4)
 }

@@ -219,12 +219,12 @@ fn max_pool_matches_definition_and_candle_values() {
 
 /// candle 0.11's `max_pool2d` backward multiplies the argmax gradient by the
 /// fraction of maxima in the window (1/4 when the maximum is unique) instead
-/// of dividing by their count, so its gradient is a quarter of the true one;
-/// that is why the pooling gradient above is checked against the definition.
-/// (Under Adam the constant factor is mostly invisible.) If candle fixes
-/// this, this test fails and the check above should compare against candle.
+/// of dividing by their count, so its gradient is a quarter of the true one.
+/// That is why `reference::max_pool2x2` does not use it (it must be right on
+/// CUDA, where it is the implementation). If candle fixes this, this test
+/// fails and the reference may go back to `max_pool2d`.
 #[test]
-fn candle_reference_max_pool_gradient_is_a_quarter_of_the_true_one() {
+fn candle_max_pool2d_gradient_is_a_quarter_of_the_true_one() {
     let x =
         Var::from_tensor(&Tensor::new(&[[[[1f32, 2.], [3., 4.]]]], &Device::Cpu).unwrap()).unwrap();
     let grad = |y: Tensor| {
@@ -242,8 +242,35 @@ fn candle_reference_max_pool_gradient_is_a_quarter_of_the_true_one() {
     );
     assert_eq!(
         grad(reference::max_pool2x2(x.as_tensor()).unwrap()),
+        [0.0, 0.0, 0.0, 1.0]
+    );
+    assert_eq!(
+        grad(x.as_tensor().max_pool2d(2).unwrap()),
         [0.0, 0.0, 0.0, 0.25]
     );
+}
+
+/// The reference pooling matches candle's `max_pool2d` values and the
+/// fast kernel's gradient (random inputs have no ties), odd sizes included.
+#[test]
+fn reference_max_pool_matches_candle_values_and_fast_gradients() {
+    let dev = Device::Cpu;
+    let mut rng = SeededRng::new(11);
+    for dims in [(3, 4, 8, 8), (2, 5, 11, 13), (1, 1, 3, 2), (5, 3, 26, 26)] {
+        let x = Var::from_tensor(&rng.normal(dims, &dev).unwrap()).unwrap();
+        let (oh, ow) = (dims.2 / 2, dims.3 / 2);
+        let r = rng.normal((dims.0, dims.1, oh, ow), &dev).unwrap();
+        let run = |y: Tensor| {
+            let g = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            (y, g.get(x.as_tensor()).unwrap().clone())
+        };
+        let (y_ref, dx_ref) = run(reference::max_pool2x2(x.as_tensor()).unwrap());
+        let (y_fast, dx_fast) = run(fast::max_pool2x2(x.as_tensor()).unwrap());
+        let y_candle = x.as_tensor().max_pool2d(2).unwrap();
+        assert_eq!(rel_err(&y_ref, &y_candle), 0.0, "{dims:?}");
+        assert_eq!(rel_err(&y_ref, &y_fast), 0.0, "{dims:?}");
+        assert_eq!(rel_err(&dx_ref, &dx_fast), 0.0, "{dims:?}");
+    }
 }
 
 #[test]
@@ -420,10 +447,11 @@ fn fast_unfused(x: &Tensor, w: &Tensor, b: &Tensor) -> candle_core::Result<Tenso
     fast::max_pool2x2(&fast::conv2d_relu(x, w, b)?)
 }
 
-/// candle's convolution and ReLU, then the pooling checked above against
-/// its definition (candle's own pooling gradient is off by a factor 4).
+/// The reference ops end to end: candle's convolution and ReLU, then the
+/// reference pooling (which, unlike candle's `max_pool2d`, has the true
+/// gradient).
 fn candle_conv_then_pool(x: &Tensor, w: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
-    fast::max_pool2x2(&reference::conv2d_relu(x, w, b)?)
+    reference::conv2d_relu_pool2x2(x, w, b)
 }
 
 /// MNIST's first and third layers, odd convolution outputs (pooling drops
