@@ -19,10 +19,10 @@
 # then a bounded filesystem search) and build LD_LIBRARY_PATH from them;
 # 2. record the GPU and driver (nvidia-smi); refuse a GPU older than the
 # binary's compute capability, or a driver too old for CUDA 13;
-# 3. run `noprop gpu-check` (train each variant briefly on MNIST on the
-# GPU, compare a GPU and a CPU step from the same weights, print
-# throughput and latency). Exit status: 0 passed, 1 failed, 3 the binary
-# has no `gpu-check` subcommand yet.
+# 3. run `noprop gpu-check` (compare a GPU and a CPU training step from
+# the same weights, train each variant briefly on MNIST on the GPU, print
+# throughput and latency; docs/cuda.md). Exit status: 0 passed, 1 failed,
+# 3 the binary is older than the `gpu-check` subcommand.
 set -euo pipefail
 
 libs_only=0
@@ -154,7 +154,7 @@ fi
 
 # --- 3. the trainer's check -----------------------------------------------
 if ! "$binary" gpu-check --help > /dev/null 2>&1; then
-    log "NOT RUN: this noprop binary has no \`gpu-check\` subcommand yet (see docs/cuda.md for its contract); libraries and driver are fine"
+    log "NOT RUN: this noprop binary predates the \`gpu-check\` subcommand (rebuild it with \`cargo xtask gpu-check\`); libraries and driver are fine"
     exit 3
 fi
 data="${NOPROP_DATA:-data/mnist}"

@@ -43,6 +43,9 @@ pub enum Command {
     Export(ExportArgs),
     /// Compare training runs: report.md, report.json and plots.
     Compare(crate::report::CompareArgs),
+    /// Check a device against the CPU (one training step from the same
+    /// weights must agree) and measure its training and inference speed.
+    GpuCheck(GpuCheckArgs),
 }
 
 /// The variants, as command-line values.
@@ -247,6 +250,38 @@ pub struct ExportArgs {
     pub json: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct GpuCheckArgs {
+    /// Directory of the MNIST IDX files (`*-idx3-ubyte.gz`, ...), e.g.
+    /// data/mnist (default: the MNIST embedded in the binary).
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// Variants to check, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [VariantArg::Dt, VariantArg::Ct, VariantArg::Fm])]
+    pub variants: Vec<VariantArg>,
+    /// Timed training steps per variant (after one warm-up step).
+    #[arg(long, value_name = "N", value_parser = positive, default_value_t = 20)]
+    pub steps: usize,
+    /// Images per training step and per inference batch.
+    #[arg(long, value_name = "B", value_parser = at_least_two, default_value_t = 128)]
+    pub batch_size: usize,
+    /// The device checked against the CPU (cpu: the CPU against itself).
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Cuda)]
+    pub device: DeviceChoice,
+    /// ODE steps of the timed inference (CT, FM; DT always runs its T blocks).
+    #[arg(long, value_name = "N", value_parser = positive, default_value_t = 100)]
+    pub inference_steps: usize,
+    /// Timed inference calls per batch size; their median is reported.
+    #[arg(long, value_name = "N", value_parser = positive, default_value_t = 5)]
+    pub latency_runs: usize,
+    /// Seed of the weights, the batches and the noise.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Write every number as JSON to FILE (atomically).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+}
+
 fn positive(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(0) => Err("must be at least 1".into()),
@@ -305,6 +340,7 @@ pub fn main() -> ExitCode {
         Command::Info(args) => crate::info::run(args).map(|()| ExitCode::SUCCESS),
         Command::Export(args) => crate::export::run(args).map(|()| ExitCode::SUCCESS),
         Command::Compare(args) => crate::report::run_compare(args).map(|()| ExitCode::SUCCESS),
+        Command::GpuCheck(args) => crate::gpu_check::run(args),
     };
     match result {
         Ok(code) => code,
@@ -346,6 +382,15 @@ mod tests {
             ),
             (vec!["noprop", "info"], "--variant"),
             (vec!["noprop", "predict", "--checkpoint", "x"], "IMAGE"),
+            (
+                vec!["noprop", "gpu-check", "--variants", "dt,xx"],
+                "--variants",
+            ),
+            (
+                vec!["noprop", "gpu-check", "--batch-size", "1"],
+                "--batch-size",
+            ),
+            (vec!["noprop", "gpu-check", "--device", "tpu"], "--device"),
         ];
         for (argv, flag) in cases {
             let err = Cli::try_parse_from(&argv).unwrap_err().to_string();

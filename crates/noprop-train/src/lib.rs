@@ -6,6 +6,18 @@
 //! (NoProp-DT, -CT, -FM) only through the [`noprop_core::Variant`] trait;
 //! [`variants`] is the one place that knows the concrete crates.
 //!
+//! ```text
+//! noprop train --variant dt --epochs 3 --out runs/dt        # or --config configs/paper-mnist-dt.toml
+//! noprop train --variant fm --embedding dim20 --set fm.inference_steps=100 --out runs/fm
+//! noprop train --resume runs/dt --epochs 5                  # continues bitwise exactly
+//! noprop eval --checkpoint runs/dt/best.safetensors --runs 5 --json
+//! noprop predict --checkpoint runs/dt/best.safetensors digit.png
+//! noprop info --variant ct                                  # parameters, schedule table
+//! noprop export --checkpoint runs/dt/best.safetensors --out dt.safetensors
+//! noprop compare --runs runs/dt runs/fm --out runs/compare
+//! noprop gpu-check --data data/mnist --json gpu-check.json   # GPU vs CPU, speed
+//! ```
+//!
 //! Modules, one concept each: [`config`] (the run configuration) and
 //! [`overrides`] (`--set key=value`); [`checkpoint`] (the safetensors format,
 //! see `docs/checkpoint-format.md`) written through [`atomic`]; [`metrics`]
@@ -14,7 +26,8 @@
 //! [`export`] (the other subcommands); [`model`] (building models, fresh or
 //! from a checkpoint); [`device`]; [`progress`] (indicatif bars); [`cli`]
 //! (arguments, logging, dispatch; `main.rs` only calls [`cli::main`]);
-//! [`report`] (`noprop compare`: the side-by-side report of several runs).
+//! [`report`] (`noprop compare`: the side-by-side report of several runs);
+//! [`gpu_check`] (`noprop gpu-check`: a device against the CPU, and its speed).
 
 pub mod atomic;
 pub mod checkpoint;
@@ -23,6 +36,7 @@ pub mod config;
 pub mod device;
 pub mod eval;
 pub mod export;
+pub mod gpu_check;
 pub mod info;
 pub mod metrics;
 pub mod model;

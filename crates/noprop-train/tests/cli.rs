@@ -1,7 +1,7 @@
 //! End-to-end tests of the `noprop` binary on real (embedded) MNIST: train,
 //! checkpoint, resume bitwise, Ctrl-C, NaN stops, export, eval, predict,
-//! info, and every kind of bad input (non-zero exit, a message naming the
-//! file or flag, never a panic).
+//! info, gpu-check (the CPU against itself), and every kind of bad input
+//! (non-zero exit, a message naming the file or flag, never a panic).
 //!
 //! Runs are tiny (192 training images, 100 test images, NoProp-FM with 5
 //! ODE steps) so the whole file takes seconds of training.
@@ -489,6 +489,75 @@ fn info_describes_fresh_models_with_their_schedules() {
         "{}",
         text(&out.stdout)
     );
+}
+
+#[test]
+fn gpu_check_on_the_cpu_agrees_exactly_and_reports_speed() {
+    let dir = scratch("gpu-check");
+    let json = dir.join("gpu-check.json");
+    let out = noprop(&[
+        "gpu-check",
+        "--device",
+        "cpu",
+        "--variants",
+        "fm",
+        "--steps",
+        "2",
+        "--batch-size",
+        "16",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_ok(&out);
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["passed"], true, "{report:#}");
+    assert_eq!(report["device"], "cpu");
+    assert_eq!(report["batch_size"], 16);
+    let variants = report["variants"].as_array().unwrap();
+    assert_eq!(variants.len(), 1);
+    let fm = &variants[0];
+    assert_eq!(fm["variant"], "fm");
+    assert_eq!(fm["ok"], true);
+    assert!(fm["error"].is_null(), "{fm:#}");
+    // The CPU against itself: the same step gives the same bits.
+    let agreement = &fm["agreement"];
+    assert_eq!(agreement["ok"], true, "{agreement:#}");
+    assert_eq!(agreement["exact"], true, "{agreement:#}");
+    assert_eq!(agreement["copy_exact"], true);
+    assert_eq!(agreement["loss_cpu"], agreement["loss_device"]);
+    assert!(agreement["loss_cpu"].as_f64().unwrap() > 0.0);
+    assert_eq!(agreement["worst"]["rel_diff"], 0.0);
+    assert!(agreement["tensors"].as_u64().unwrap() > 2);
+    assert_eq!(agreement["optimizer_worst"]["max_abs_diff"], 0.0);
+    assert!(agreement["optimizer_tensors"].as_u64().unwrap() > 2);
+    let training = &fm["training"];
+    assert_eq!(training["steps"], 2);
+    assert_eq!(training["losses"].as_array().unwrap().len(), 2);
+    assert!(training["images_per_second"].as_f64().unwrap() > 0.0);
+    let inference = &fm["inference"];
+    assert_eq!(inference["ode_steps"], 100);
+    assert_eq!(inference["batch_size"], 16);
+    assert!(inference["ms_batch_1"].as_f64().unwrap() > 0.0);
+    assert!(inference["ms_batch"].as_f64().unwrap() > 0.0);
+    // The table on stdout names the variant and its verdict.
+    let table = text(&out.stdout);
+    assert!(table.contains("fm") && table.contains("exact"), "{table}");
+
+    // Bad input: a --data directory that does not exist; without the cuda
+    // feature, --device cuda (the default) says how to build one.
+    assert_fails_with(
+        &[
+            "gpu-check",
+            "--device",
+            "cpu",
+            "--data",
+            &dir.join("nowhere").display().to_string(),
+        ],
+        "--data",
+    );
+    if cfg!(not(feature = "cuda")) {
+        assert_fails_with(&["gpu-check", "--variants", "fm"], "--features cuda");
+    }
 }
 
 #[test]
