@@ -21,6 +21,20 @@ use super::{
     Toolkit,
 };
 
+/// The profile of the CI build: compiled and linked like `dev`, but without
+/// optimisation or debug info for anyone (the manifest's dev profile
+/// optimises dependencies at opt-level 3): the binary only has to link and
+/// start, and candle compiles several times faster. Defined on the command
+/// line, so the workspace manifest stays as it is, and kept in its own
+/// directory (`target/cuda/cuda-check`), apart from manual `dev` builds.
+pub const CHECK_PROFILE: &str = "cuda-check";
+const CHECK_PROFILE_CONFIG: &[&str] = &[
+    "profile.cuda-check.inherits=\"dev\"",
+    "profile.cuda-check.opt-level=0",
+    "profile.cuda-check.debug=0",
+    "profile.cuda-check.package.\"*\".opt-level=0",
+];
+
 #[derive(clap::Args, Debug)]
 pub struct CheckArgs {
     /// Toolkit directory made by `cargo xtask cuda-toolkit`.
@@ -39,7 +53,7 @@ pub struct CheckArgs {
     /// Also build tests, examples and benches (`--all-targets`).
     #[arg(long)]
     pub all_targets: bool,
-    /// Build the release profile.
+    /// Build the release profile [default: the `cuda-check` profile].
     #[arg(long)]
     pub release: bool,
 }
@@ -58,7 +72,11 @@ pub fn run(args: &CheckArgs) -> Result<()> {
     };
     let target_dir = in_workspace(&args.target_dir);
     let feature = if args.cudnn { "cudnn" } else { "cuda" };
-    let profile = if args.release { "release" } else { "debug" };
+    let profile = if args.release {
+        "release"
+    } else {
+        CHECK_PROFILE
+    };
 
     let mut cargo = niced(cargo_program());
     cargo
@@ -72,6 +90,11 @@ pub fn run(args: &CheckArgs) -> Result<()> {
     }
     if args.release {
         cargo.arg("--release");
+    } else {
+        for setting in CHECK_PROFILE_CONFIG {
+            cargo.arg("--config").arg(setting);
+        }
+        cargo.args(["--profile", CHECK_PROFILE]);
     }
     let start = Instant::now();
     process::run(&mut cargo).with_context(|| format!("the `--features {feature}` build failed"))?;
