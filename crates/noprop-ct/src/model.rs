@@ -249,12 +249,9 @@ impl NoPropCt {
         let loss = self.loss(images, labels, rng)?;
         let total = loss.total()?;
         let grads = total.backward()?;
-        let factor = self.config.warmup_factor(self.steps_taken() + 1);
-        self.optimizer.set_group_lr(0, self.config.lr * factor)?;
-        let schedule_lr = self.config.schedule_lr.unwrap_or(self.config.lr);
-        self.optimizer.set_group_lr(1, schedule_lr * factor)?;
-        let head_lr = self.config.head_lr.unwrap_or(self.config.lr);
-        self.optimizer.set_group_lr(2, head_lr * factor)?;
+        // Each group keeps the rate it was built with; the warm-up scales all.
+        self.optimizer
+            .set_lr_scale(self.config.warmup_factor(self.steps_taken() + 1))?;
         self.optimizer.step(&grads)?;
         // One host read-out for every reported number.
         let (g0, g1) = (self.schedule_var("gamma_0")?, self.schedule_var("gamma_1")?);

@@ -144,6 +144,9 @@ struct Group {
 pub struct Adam {
     config: AdamConfig,
     groups: Vec<Group>,
+    /// Multiplies every group's learning rate (a warm-up or decay schedule
+    /// on top of per-group rates); 1 by default.
+    lr_scale: f64,
     state: BTreeMap<String, Moments>,
 }
 
@@ -179,6 +182,7 @@ impl Adam {
         Ok(Self {
             config,
             groups: built,
+            lr_scale: 1.0,
             state: BTreeMap::new(),
         })
     }
@@ -224,14 +228,28 @@ impl Adam {
         }
     }
 
-    /// The learning rate of group 0 (0 when there are no groups).
-    pub fn lr(&self) -> f64 {
-        self.groups.first().map_or(0.0, |g| g.lr)
+    /// Scales every group's learning rate by `scale` from the next step on
+    /// (a warm-up: each group keeps its own rate, and the schedule needs no
+    /// knowledge of the groups).
+    pub fn set_lr_scale(&mut self, scale: f64) -> Result<()> {
+        if !(scale.is_finite() && scale >= 0.0) {
+            candle_core::bail!("adam: lr scale must be finite and >= 0, got {scale}");
+        }
+        self.lr_scale = scale;
+        Ok(())
     }
 
-    /// A group's (learning rate, weight decay).
+    /// The learning rate of group 0 in use (scale included; 0 when there are
+    /// no groups).
+    pub fn lr(&self) -> f64 {
+        self.groups.first().map_or(0.0, |g| g.lr * self.lr_scale)
+    }
+
+    /// A group's (learning rate in use, scale included; weight decay).
     pub fn group_hyperparameters(&self, group: usize) -> Option<(f64, f64)> {
-        self.groups.get(group).map(|g| (g.lr, g.weight_decay))
+        self.groups
+            .get(group)
+            .map(|g| (g.lr * self.lr_scale, g.weight_decay))
     }
 
     /// The number of updates parameter `name` has received.
@@ -255,7 +273,7 @@ impl Adam {
             ..
         } = self.config;
         for group in &self.groups {
-            let (lr, wd) = (group.lr, group.weight_decay);
+            let (lr, wd) = (group.lr * self.lr_scale, group.weight_decay);
             for (name, var) in &group.params {
                 let Some(grad) = grads.get(var.as_tensor()) else {
                     continue;
@@ -544,6 +562,11 @@ mod tests {
         opt.set_group_lr(1, 0.5).unwrap();
         assert_eq!(opt.group_hyperparameters(1), Some((0.5, 0.0)));
         assert!(opt.set_group_lr(2, 0.1).is_err());
+        // The scale multiplies every group's own rate.
+        opt.set_lr_scale(0.5).unwrap();
+        assert_eq!(opt.group_hyperparameters(1), Some((0.25, 0.0)));
+        assert!(opt.set_lr_scale(f64::NAN).is_err());
+        opt.set_lr_scale(1.0).unwrap();
 
         let good: HashMap<String, Tensor> = opt.state().unwrap().into_iter().collect();
         let mut unknown = good.clone();
