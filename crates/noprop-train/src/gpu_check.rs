@@ -6,9 +6,8 @@
 //! For each variant, built through [`crate::variants`]:
 //!
 //! 1. **Agreement.** The model is built from the seed on the CPU and again
-//!    on the device; the CPU weights are copied into the device model
-//!    through a weights checkpoint in memory (the safetensors round trip of
-//!    [`crate::checkpoint`]), so both start bit-identical (checked). Each
+//!    on the device; the CPU variables are copied into the device model
+//!    ([`copy_weights`]), so both start bit-identical (checked). Each
 //!    takes one training step on the same batch with the same
 //!    [`SeededRng`] state, hence the same noise. The verdict is on the loss
 //!    and the optimizer state (Adam's moments after one step: `exp_avg` is
@@ -50,7 +49,6 @@ use noprop_data::{Dataset, DatasetConfig, DatasetKind};
 use serde::Serialize;
 
 use crate::atomic::write_atomic;
-use crate::checkpoint::{Checkpoint, CheckpointKind, CheckpointMeta};
 use crate::cli::GpuCheckArgs;
 use crate::train::{EVAL_STREAM, TRAIN_STREAM};
 use crate::variants;
@@ -73,13 +71,14 @@ pub struct TensorDiff {
     pub name: String,
     /// `max |dev - cpu|`.
     pub max_abs_diff: f64,
-    /// `max |dev - cpu| / max(max |cpu|, 1e-6)`; infinite for a NaN or a
-    /// shape mismatch.
+    /// `max |dev - cpu| / max(scale, 1e-6)`, `scale` = `max |cpu|` (for
+    /// optimizer state, floored at [`GROUP_FLOOR`] times its group's);
+    /// infinite for a NaN or a shape mismatch.
     pub rel_diff: f64,
     /// Scalars in the tensor.
     pub elements: usize,
-    /// Scalars whose own `|dev - cpu| / max(max |cpu|, 1e-6)` reaches the
-    /// tolerance (a few: isolated elements; many: a systematic difference).
+    /// Scalars whose own `|dev - cpu|`, relative to the same scale, reaches
+    /// the tolerance (a few: isolated elements; many: a systematic difference).
     pub elements_over: usize,
 }
 
@@ -351,7 +350,7 @@ fn check_variant(
     };
     let mut cpu_model = build(&cpu_batches[0], &Device::Cpu)?;
     let mut device_model = build(&device_batches[0], device)?;
-    copy_weights(cpu_model.as_ref(), device_model.as_mut(), spec)?;
+    copy_weights(cpu_model.as_ref(), device_model.as_mut())?;
     check_on_device(device_model.as_ref(), device)?;
     report.parameters = Some(device_model.params().count_trainable(""));
     report.variant_config = Some(device_model.config_json());
@@ -410,32 +409,15 @@ fn check_variant(
     Ok(())
 }
 
-/// Makes `to` hold exactly the weights of `from`: a weights checkpoint of
-/// `from`, serialised and read back onto `to`'s device.
-pub fn copy_weights(from: &dyn Variant, to: &mut dyn Variant, spec: ModelSpec) -> Result<()> {
-    let meta = CheckpointMeta {
-        kind: CheckpointKind::Weights,
-        variant: from.kind().as_str().to_string(),
-        config_json: "{}".into(),
-        variant_config_json: from.config_json().to_string(),
-        crate_version: env!("CARGO_PKG_VERSION").to_string(),
-        epoch: 0,
-        step: 0,
-        dataset: String::new(),
-        spec,
-        normalize_mean: Vec::new(),
-        normalize_std: Vec::new(),
-        trainer_state_json: None,
-    };
-    let bytes = Checkpoint::capture(from, meta, None)?.to_bytes()?;
-    let device = to
-        .params()
-        .all_vars()
-        .first()
-        .map(|(_, v)| v.device().clone())
-        .context("the model has no variables")?;
-    Checkpoint::from_bytes(&bytes, &device)?
-        .restore_into(to)
+/// Makes `to` hold exactly the variables of `from` (parameters and
+/// BatchNorm statistics), moved to `to`'s device by [`ParamStore::load`],
+/// which also refuses missing, extra or misshapen tensors.
+///
+/// [`ParamStore::load`]: noprop_core::ParamStore::load
+pub fn copy_weights(from: &dyn Variant, to: &mut dyn Variant) -> Result<()> {
+    let tensors: HashMap<String, Tensor> = from.params().named_tensors().into_iter().collect();
+    to.params()
+        .load(&tensors)
         .context("cannot copy the CPU weights into the device model")
 }
 
@@ -567,37 +549,38 @@ pub fn compare_tensors(
             let d = device
                 .remove(&name)
                 .with_context(|| format!("the device model has no tensor `{name}`"))?;
-            let c = host_values(&c).map(|v| (v, c.dims().to_vec()))?;
-            let d = host_values(&d).map(|v| (v, d.dims().to_vec()))?;
-            Ok((name, c, d))
+            let (c_dims, d_dims) = (c.dims().to_vec(), d.dims().to_vec());
+            let (c, d) = (host_values(&c)?, host_values(&d)?);
+            let scale = c.iter().fold(0f64, |m, x| m.max(x.abs()));
+            Ok((name, scale, (c, c_dims), (d, d_dims)))
         })
         .collect::<Result<Vec<_>>>()?;
     let mut group_scale: HashMap<String, f64> = HashMap::new();
     if group_floor {
-        for (name, (c, _), _) in &pairs {
-            let scale = c.iter().fold(0f64, |m, x| m.max(x.abs()));
+        for (name, scale, _, _) in &pairs {
             let entry = group_scale.entry(state_group(name)).or_insert(0.0);
-            *entry = entry.max(scale);
+            *entry = entry.max(*scale);
         }
     }
     let mut diffs: Vec<TensorDiff> = pairs
         .into_iter()
-        .map(|(name, (c, c_dims), (d, d_dims))| {
+        .map(|(name, scale, (c, c_dims), (d, d_dims))| {
             let floor = group_scale
                 .get(&state_group(&name))
                 .map_or(0.0, |g| GROUP_FLOOR * g);
-            tensor_diff(name, (&c, &c_dims), (&d, &d_dims), floor)
+            tensor_diff(name, scale.max(floor), (&c, &c_dims), (&d, &d_dims))
         })
         .collect();
     diffs.sort_by(|a, b| b.rel_diff.total_cmp(&a.rel_diff));
     Ok(diffs)
 }
 
+/// How `d` differs from `c` relative to `scale` (see [`TensorDiff`]).
 fn tensor_diff(
     name: String,
+    scale: f64,
     (c, c_dims): (&[f64], &[usize]),
     (d, d_dims): (&[f64], &[usize]),
-    floor: f64,
 ) -> TensorDiff {
     let elements = c.len();
     if c_dims != d_dims {
@@ -609,7 +592,6 @@ fn tensor_diff(
             elements_over: elements,
         };
     }
-    let scale = c.iter().fold(0f64, |m, x| m.max(x.abs())).max(floor);
     // NaN anywhere makes the difference NaN, hence infinite below.
     let errors: Vec<f64> = c.iter().zip(d).map(|(x, y)| (y - x).abs()).collect();
     let max_abs_diff = errors.iter().fold(0f64, |m, &e| {
@@ -844,7 +826,7 @@ mod tests {
         let cpu = LinearSoftmax::new(spec, 1, &Device::Cpu).unwrap();
         // Another seed: only the copy makes the weights equal.
         let mut other = LinearSoftmax::new(spec, 2, &Device::Cpu).unwrap();
-        copy_weights(&cpu, &mut other, spec).unwrap();
+        copy_weights(&cpu, &mut other).unwrap();
         let mut cpu = cpu;
         let b = batch();
         let a = check_agreement(&mut cpu, &mut other, &b, &b, &mut SeededRng::new(0)).unwrap();
@@ -859,7 +841,7 @@ mod tests {
         let spec = blob_spec();
         let mut cpu = LinearSoftmax::new(spec, 1, &Device::Cpu).unwrap();
         let mut other = LinearSoftmax::new(spec, 1, &Device::Cpu).unwrap();
-        copy_weights(&cpu, &mut other, spec).unwrap();
+        copy_weights(&cpu, &mut other).unwrap();
         other.lr *= 1.5;
         let b = batch();
         let a = check_agreement(&mut cpu, &mut other, &b, &b, &mut SeededRng::new(0)).unwrap();
@@ -877,7 +859,7 @@ mod tests {
         // naming the tensor.
         let mut cpu = LinearSoftmax::new(spec, 1, &Device::Cpu).unwrap();
         let mut other = LinearSoftmax::new(spec, 1, &Device::Cpu).unwrap();
-        copy_weights(&cpu, &mut other, spec).unwrap();
+        copy_weights(&cpu, &mut other).unwrap();
         let shifted = ((&b.0 * 1.5).unwrap(), b.1.clone());
         let a =
             check_agreement(&mut cpu, &mut other, &b, &shifted, &mut SeededRng::new(0)).unwrap();
