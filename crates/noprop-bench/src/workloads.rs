@@ -4,7 +4,8 @@
 //!
 //! - DT training step: `z ~ N(0.7 u_y, 0.49 I)`, logits = block(x, z),
 //!   `loss = 5 ||softmax(logits) W - u_y||² + CE(head(z_T), y)` (Eq. 8 with
-//!   a representative weight), backward, AdamW (lr 1e-3, wd 1e-3).
+//!   a representative weight), backward, AdamW (lr 1e-3, wd 1e-3; the
+//!   `noprop_core::Adam` the variants train with).
 //! - CT/FM training step: flow matching (Eq. 11), `z_t = t u_y + (1-t) z_0`,
 //!   `loss = ||logits W - (u_y - z_0)||²`, backward, AdamW.
 //! - Forward passes in `Mode::Eval`; the cached step runs the latent, time and
@@ -16,9 +17,9 @@
 
 use anyhow::Result;
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{AdamW, Linear, Optimizer, ParamsAdamW};
+use candle_nn::Linear;
 use noprop_block::{denoised_embedding, velocity, BlockConfig, CtFmBlock, DtBlock, Mode};
-use noprop_core::{ParamStore, SeededRng};
+use noprop_core::{Adam, AdamConfig, ParamStore, SeededRng};
 
 pub const CLASSES: usize = 10;
 pub const IMAGE: usize = 28;
@@ -56,21 +57,20 @@ impl Batch {
     }
 }
 
-fn adamw(store: &ParamStore) -> Result<AdamW> {
-    let vars = store.trainable("").into_iter().map(|(_, v)| v).collect();
-    let params = ParamsAdamW {
-        lr: 1e-3,
-        weight_decay: 1e-3,
-        ..Default::default()
-    };
-    Ok(AdamW::new(vars, params)?)
+/// The optimizer the variants train with (`noprop_core::Adam`), as AdamW
+/// with the script's hyperparameters.
+fn adamw(store: &ParamStore) -> Result<Adam> {
+    Ok(Adam::with_params(
+        store.trainable(""),
+        AdamConfig::adamw(1e-3, 1e-3),
+    )?)
 }
 
 /// One DT block with its head and optimizer.
 pub struct DtTrainer {
     pub block: DtBlock,
     head: Linear,
-    opt: AdamW,
+    opt: Adam,
     rng: SeededRng,
 }
 
@@ -109,7 +109,7 @@ impl DtTrainer {
 /// The shared CT/FM block with its optimizer, trained by flow matching.
 pub struct CtFmTrainer {
     pub block: CtFmBlock,
-    opt: AdamW,
+    opt: Adam,
     rng: SeededRng,
 }
 

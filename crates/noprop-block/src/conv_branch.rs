@@ -63,11 +63,23 @@ impl ConvBranch {
             [_, xc, xh, xw] if (*xc, *xh, *xw) == (c, h, h) => {}
             dims => bail!("conv branch: expected input [B, {c}, {h}, {h}], got {dims:?}"),
         }
-        let x = noprop_kernels::max_pool2x2(&self.conv1.forward_relu(x)?)?;
-        let x = mode.dropout(&x, self.dropout)?;
-        let x = mode.dropout(&self.conv2.forward_relu(&x)?, self.dropout)?;
-        let x = noprop_kernels::max_pool2x2(&self.conv3.forward_relu(&x)?)?;
-        let x = mode.dropout(&x, self.dropout)?;
+        // Each convolution's ReLU, pooling and dropout run inside its kernel
+        // (one graph node per layer); the masks are drawn in layer order, as
+        // separate dropouts would draw them.
+        let (batch, dev, p) = (x.dim(0)?, x.device(), self.dropout);
+        let [s1, s2, s3] = self.spatial_sizes();
+        let mask = mode.dropout_mask(p, (batch, 32, s1, s1), dev)?;
+        let x = self.conv1.forward_relu_pool_masked(x, mask.as_ref())?;
+        let mask = mode.dropout_mask(p, (batch, 64, s2, s2), dev)?;
+        let x = self.conv2.forward_relu_masked(&x, mask.as_ref())?;
+        let mask = mode.dropout_mask(p, (batch, 128, s3, s3), dev)?;
+        let x = self.conv3.forward_relu_pool_masked(&x, mask.as_ref())?;
         x.flatten_from(1)
+    }
+
+    /// Output side of each layer: `H1 = (H-2)/2`, `H1-2`, `S = (H1-4)/2`.
+    fn spatial_sizes(&self) -> [usize; 3] {
+        let h1 = (self.image_size - 2) / 2;
+        [h1, h1 - 2, (h1 - 4) / 2]
     }
 }

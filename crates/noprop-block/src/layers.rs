@@ -93,6 +93,18 @@ impl Conv3x3 {
     pub fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
         noprop_kernels::conv2d_relu(x, &self.weight, &self.bias)
     }
+
+    /// `relu(conv(x)) ⊙ mask` in one kernel (`mask`: a dropout mask of the
+    /// output's shape, or `None`).
+    pub fn forward_relu_masked(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+        noprop_kernels::conv2d_relu_masked(x, &self.weight, &self.bias, mask)
+    }
+
+    /// `maxpool2x2(relu(conv(x))) ⊙ mask` in one kernel (`mask`: a dropout
+    /// mask of the pooled output's shape, or `None`).
+    pub fn forward_relu_pool_masked(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+        noprop_kernels::conv2d_relu_pool2x2_masked(x, &self.weight, &self.bias, mask)
+    }
 }
 
 impl Module for Conv3x3 {

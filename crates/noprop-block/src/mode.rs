@@ -7,7 +7,7 @@
 //! running statistics, so the output is a deterministic function of the
 //! input.
 
-use candle_core::{Result, Tensor};
+use candle_core::{Device, Result, Shape, Tensor};
 use noprop_core::SeededRng;
 
 /// Whether a forward pass trains (with the generator dropout draws from) or
@@ -36,12 +36,24 @@ impl Mode<'_> {
     /// Element-wise inverted dropout with probability `p` in `Train`, the
     /// identity in `Eval` (and for `p = 0`, which draws nothing).
     pub fn dropout(&mut self, x: &Tensor, p: f32) -> Result<Tensor> {
+        match self.dropout_mask(p, x.shape(), x.device())? {
+            Some(mask) => x.mul(&mask.to_dtype(x.dtype())?),
+            None => Ok(x.clone()),
+        }
+    }
+
+    /// The inverted-dropout mask [`Mode::dropout`] would multiply a tensor of
+    /// `shape` by (the same draws), or `None` where it is the identity: for
+    /// kernels that apply the mask themselves.
+    pub fn dropout_mask<S: Into<Shape>>(
+        &mut self,
+        p: f32,
+        shape: S,
+        device: &Device,
+    ) -> Result<Option<Tensor>> {
         match self {
-            Mode::Train(rng) if p > 0.0 => {
-                let mask = rng.dropout_mask(p, x.shape(), x.device())?;
-                x.mul(&mask.to_dtype(x.dtype())?)
-            }
-            _ => Ok(x.clone()),
+            Mode::Train(rng) if p > 0.0 => Ok(Some(rng.dropout_mask(p, shape, device)?)),
+            _ => Ok(None),
         }
     }
 }

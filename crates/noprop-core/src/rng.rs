@@ -138,16 +138,16 @@ impl SeededRng {
     ) -> Result<Tensor> {
         let shape = shape.into();
         let scale = 1.0 / (1.0 - p);
-        // 24 random bits per element: exact enough for any p, cheap to draw.
+        // 24 random bits of one 32-bit word per element: exact enough for any
+        // p, cheap to draw. The words are drawn in bulk (the same words as one
+        // `next_u32` per element, a test checks it), and the comparison runs
+        // over the buffer in place.
         let threshold = (p as f64 * (1u64 << 24) as f64) as u32;
-        let data: Vec<f32> = (0..shape.elem_count())
-            .map(|_| {
-                if (self.inner.next_u32() >> 8) < threshold {
-                    0.0
-                } else {
-                    scale
-                }
-            })
+        let mut words = vec![0u32; shape.elem_count()];
+        self.inner.fill(&mut words[..]);
+        let data: Vec<f32> = words
+            .into_iter()
+            .map(|w| if (w >> 8) < threshold { 0.0 } else { scale })
             .collect();
         Tensor::from_vec(data, shape, device)
     }
@@ -196,6 +196,31 @@ mod tests {
         let mut p = r.permutation(1000);
         p.sort_unstable();
         assert_eq!(p, (0..1000).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn dropout_mask_draws_one_word_per_element_in_order() {
+        // The bulk draw must equal one next_u32 per element (what the masks of
+        // earlier versions, and so their checkpoints' generator states, used),
+        // for lengths that are not multiples of ChaCha's block.
+        for (len, p) in [(1usize, 0.5f32), (17, 0.1), (1000, 0.2), (4099, 0.9)] {
+            let mut bulk = SeededRng::new(3);
+            bulk.inner.next_u32();
+            let mut single = bulk.clone();
+            let mask = bulk.dropout_mask(p, len, &Device::Cpu).unwrap();
+            let threshold = (p as f64 * (1u64 << 24) as f64) as u32;
+            let expected: Vec<f32> = (0..len)
+                .map(|_| {
+                    if (single.inner.next_u32() >> 8) < threshold {
+                        0.0
+                    } else {
+                        1.0 / (1.0 - p)
+                    }
+                })
+                .collect();
+            assert_eq!(mask.to_vec1::<f32>().unwrap(), expected, "len {len}");
+            assert_eq!(bulk.state_words(), single.state_words(), "len {len}");
+        }
     }
 
     #[test]

@@ -6,15 +6,21 @@
 //! pre-activation `a [B, C_out, OH, OW]` with `OH = H-K_h+1`, `OW = W-K_w+1`;
 //! the output is `a`, `relu(a)`, or `pool(relu(a)) [B, C_out, OH/2, OW/2]`.
 //!
+//! An optional constant `mask` of the output's shape multiplies the output
+//! (`y = epilogue(a) ⊙ mask`, e.g. an inverted-dropout mask): the dropout
+//! that follows every convolution of the blocks then costs no tensor and no
+//! graph node of its own.
+//!
 //! - forward: `a = w ⋆ x + b`, computed per group of images as
 //!   `w [C_out, C_in*K_h*K_w] · cols` (see [`crate::im2col`]); the epilogue
-//!   is applied while copying the product out. With pooling, the full-size
+//!   (and the mask) is applied while copying the product out. With pooling, the full-size
 //!   `a` is never stored: only the pooled output and, when a gradient will
 //!   be needed, each window's argmax (one byte per output).
 //! - backward: `g = dL/da` is `dL/dy`, `dL/dy ⊙ [y > 0]` (ReLU), or, with
 //!   pooling, `dL/dy` placed at each window's argmax where `y > 0` and zero
 //!   elsewhere (`relu` and `max` commute, so this is exactly the gradient of
-//!   the unfused ops). Then `db = Σ_{b,p} g`, `dw = Σ_groups g · colsᵀ`,
+//!   the unfused ops); with a mask, `dL/dy ⊙ mask` takes the place of
+//!   `dL/dy` (where the mask is zero so is `y`, and the gradient). Then `db = Σ_{b,p} g`, `dw = Σ_groups g · colsᵀ`,
 //!   `dx = col2im(wᵀ · g)`. A gradient is computed only for the operands
 //!   that need one (`Tensor::track_op`): the first layer's input never does.
 //!
@@ -117,24 +123,37 @@ pub(crate) struct Conv2dOp {
     /// With pooling and a gradient to come: each window's argmax, filled by
     /// the forward pass (`0..4`, row-major in the window).
     argmax: Option<OnceLock<Vec<u8>>>,
+    /// The constant output multiplier (contiguous f32 CPU, output shape).
+    mask: Option<Tensor>,
 }
 
 impl Conv2dOp {
     /// Applies the op; with pooling, argmaxes are kept only if some operand
-    /// will need a gradient.
+    /// will need a gradient. `mask` must be an f32 CPU tensor of the output's
+    /// shape (checked).
     pub fn apply(
         geo: ConvGeometry,
         epilogue: Epilogue,
         x: &Tensor,
         weight: &Tensor,
         bias: &Tensor,
+        mask: Option<&Tensor>,
     ) -> Result<Tensor> {
         let needs_grad = x.track_op() || weight.track_op() || bias.track_op();
         let argmax = (epilogue == Epilogue::ReluMaxPool && needs_grad).then(OnceLock::new);
+        let mask = match mask {
+            Some(m) => {
+                let (oh, ow) = epilogue.out_hw(&geo);
+                check_mask(m, &[geo.batch, geo.c_out, oh, ow])?;
+                Some(m.detach().contiguous()?)
+            }
+            None => None,
+        };
         let op: Arc<Box<dyn CustomOp3 + Send + Sync>> = Arc::new(Box::new(Self {
             geo,
             epilogue,
             argmax,
+            mask,
         }));
         x.contiguous()?
             .apply_op3_arc(&weight.contiguous()?, &bias.contiguous()?, op)
@@ -163,7 +182,9 @@ impl CustomOp3 for Conv2dOp {
         let x = cpu_f32(x, x_l, "conv2d input")?;
         let w = cpu_f32(w, w_l, "conv2d weight")?;
         let b = cpu_f32(b, b_l, "conv2d bias")?;
-        let (y, argmax) = conv_forward(geo, self.epilogue, self.argmax.is_some(), x, w, b);
+        let mask_guard = self.mask.as_ref().map(|m| F32Guard::new(m, "conv2d mask"));
+        let mask = mask_guard.as_ref().map(F32Guard::data).transpose()?;
+        let (y, argmax) = conv_forward(geo, self.epilogue, self.argmax.is_some(), x, w, b, mask);
         if let (Some(cell), Some(argmax)) = (&self.argmax, argmax) {
             if cell.set(argmax).is_err() {
                 bail!("noprop-conv2d: forward ran twice on one op")
@@ -191,6 +212,8 @@ impl CustomOp3 for Conv2dOp {
         };
         let dy = dy.contiguous()?;
         let grads = {
+            let mask_guard = self.mask.as_ref().map(|m| F32Guard::new(m, "conv2d mask"));
+            let mask = mask_guard.as_ref().map(F32Guard::data).transpose()?;
             let (xg, wg, yg, dyg) = (
                 F32Guard::new(x, "conv2d input"),
                 F32Guard::new(w, "conv2d weight"),
@@ -198,16 +221,17 @@ impl CustomOp3 for Conv2dOp {
                 F32Guard::new(&dy, "conv2d output gradient"),
             );
             let (y, dy) = (yg.data()?, dyg.data()?);
-            let out_grad = match self.epilogue {
-                Epilogue::None => OutputGrad::Plain { dy },
-                Epilogue::Relu => OutputGrad::Relu { y, dy },
+            let kind = match self.epilogue {
+                Epilogue::None => GradKind::Plain,
+                Epilogue::Relu => GradKind::Relu { y },
                 Epilogue::ReluMaxPool => {
                     let Some(argmax) = self.argmax.as_ref().and_then(OnceLock::get) else {
                         bail!("noprop-conv2d: pooling argmaxes missing in backward")
                     };
-                    OutputGrad::ReluMaxPool { y, argmax, dy }
+                    GradKind::ReluMaxPool { y, argmax }
                 }
             };
+            let out_grad = OutputGrad { kind, dy, mask };
             conv_backward(&self.geo, need, xg.data()?, wg.data()?, out_grad)
         };
         let dev = x.device();
@@ -240,7 +264,8 @@ fn argmax4(v: [f32; 4]) -> usize {
 }
 
 /// Forward pass over the whole batch: the output (row-major, shape per the
-/// epilogue) and, if `keep_argmax` (pooling only), the argmaxes.
+/// epilogue, times `mask` if given) and, if `keep_argmax` (pooling only), the
+/// argmaxes.
 pub(crate) fn conv_forward(
     geo: &ConvGeometry,
     epilogue: Epilogue,
@@ -248,6 +273,7 @@ pub(crate) fn conv_forward(
     x: &[f32],
     w: &[f32],
     b: &[f32],
+    mask: Option<&[f32]>,
 ) -> (Vec<f32>, Option<Vec<u8>>) {
     let (p, patch, c_out) = (geo.out_pixels(), geo.patch_len(), geo.c_out);
     let per_group = images_per_group(geo);
@@ -269,10 +295,15 @@ pub(crate) fn conv_forward(
     };
     let mut argmax_chunks: Vec<&mut [u8]> = argmax.chunks_mut(argmax_chunk).collect();
     argmax_chunks.resize_with(geo.batch.div_ceil(per_group), Default::default);
+    let mut mask_chunks: Vec<&[f32]> = mask
+        .map(|m| m.chunks(per_group * out_image).collect())
+        .unwrap_or_default();
+    mask_chunks.resize_with(geo.batch.div_ceil(per_group), Default::default);
     y.par_chunks_mut(per_group * out_image)
         .zip(x.par_chunks(per_group * geo.in_image_len()))
         .zip(argmax_chunks.into_par_iter())
-        .for_each(|((y_group, x_group), argmax_group)| {
+        .zip(mask_chunks.into_par_iter())
+        .for_each(|(((y_group, x_group), argmax_group), mask_group)| {
             let n_cols = (x_group.len() / geo.in_image_len()) * p;
             with_scratch([patch * n_cols, c_out * n_cols], |[cols, prod]| {
                 im2col(geo, x_group, cols);
@@ -317,9 +348,24 @@ pub(crate) fn conv_forward(
                         }
                     }
                 }
+                // Same product as a separate multiplication by the mask.
+                for (d, m) in y_group.iter_mut().zip(mask_group) {
+                    *d *= m;
+                }
             });
         });
     (y, keep_argmax.then_some(argmax))
+}
+
+/// A mask must be a constant f32 CPU tensor of the output's shape.
+fn check_mask(mask: &Tensor, out_dims: &[usize]) -> Result<()> {
+    if mask.dims() != out_dims {
+        bail!(
+            "conv2d: mask must have the output's shape {out_dims:?}, got {:?}",
+            mask.dims()
+        )
+    }
+    Ok(())
 }
 
 /// Which gradients to compute.
@@ -330,25 +376,35 @@ pub(crate) struct Needs {
     pub db: bool,
 }
 
+/// How the epilogue's backward turns `dL/dy` into `dL/da`.
+#[derive(Clone, Copy)]
+pub(crate) enum GradKind<'a> {
+    Plain,
+    Relu { y: &'a [f32] },
+    ReluMaxPool { y: &'a [f32], argmax: &'a [u8] },
+}
+
 /// The gradient arriving at the op's output, with what the epilogue's
 /// backward needs.
 #[derive(Clone, Copy)]
-pub(crate) enum OutputGrad<'a> {
-    Plain {
-        dy: &'a [f32],
-    },
-    Relu {
-        y: &'a [f32],
-        dy: &'a [f32],
-    },
-    ReluMaxPool {
-        y: &'a [f32],
-        argmax: &'a [u8],
-        dy: &'a [f32],
-    },
+pub(crate) struct OutputGrad<'a> {
+    pub kind: GradKind<'a>,
+    pub dy: &'a [f32],
+    /// The forward's output multiplier, if any.
+    pub mask: Option<&'a [f32]>,
 }
 
 impl OutputGrad<'_> {
+    /// `dL/dy ⊙ mask` at output element `k` (the same product as the
+    /// backward of a separate multiplication by the mask).
+    #[inline]
+    fn dy_at(&self, k: usize) -> f32 {
+        match self.mask {
+            Some(m) => self.dy[k] * m[k],
+            None => self.dy[k],
+        }
+    }
+
     /// Writes `g = dL/da` of images `images` into `g [C_out, (image, pixel)]`.
     fn pre_activation_grad(
         &self,
@@ -360,36 +416,32 @@ impl OutputGrad<'_> {
         let n_cols = images.len() * p;
         let (ow, pw) = (geo.out_w(), geo.out_w() / 2);
         let pooled = (geo.out_h() / 2) * pw;
-        if matches!(self, OutputGrad::ReluMaxPool { .. }) {
+        if matches!(self.kind, GradKind::ReluMaxPool { .. }) {
             g.fill(0.0);
         }
         for (i, image) in images.enumerate() {
             for co in 0..c_out {
                 let dst = &mut g[co * n_cols + i * p..co * n_cols + (i + 1) * p];
                 let plane = image * c_out + co;
-                match *self {
-                    OutputGrad::Plain { dy } => {
-                        dst.copy_from_slice(&dy[plane * p..(plane + 1) * p])
-                    }
-                    OutputGrad::Relu { y, dy } => {
-                        let (y, dy) = (
-                            &y[plane * p..(plane + 1) * p],
-                            &dy[plane * p..(plane + 1) * p],
-                        );
-                        for ((d, &gy), &yv) in dst.iter_mut().zip(dy).zip(y) {
-                            *d = if yv > 0.0 { gy } else { 0.0 };
+                match self.kind {
+                    GradKind::Plain => {
+                        for (j, d) in dst.iter_mut().enumerate() {
+                            *d = self.dy_at(plane * p + j);
                         }
                     }
-                    OutputGrad::ReluMaxPool { y, argmax, dy } => {
-                        let range = plane * pooled..(plane + 1) * pooled;
-                        let windows = y[range.clone()]
-                            .iter()
-                            .zip(&argmax[range.clone()])
-                            .zip(&dy[range]);
-                        for (k, ((&yv, &a), &gy)) in windows.enumerate() {
-                            if yv > 0.0 {
-                                let a = a as usize;
-                                dst[2 * (k / pw) * ow + 2 * (k % pw) + (a / 2) * ow + a % 2] = gy;
+                    GradKind::Relu { y } => {
+                        for (j, d) in dst.iter_mut().enumerate() {
+                            let k = plane * p + j;
+                            *d = if y[k] > 0.0 { self.dy_at(k) } else { 0.0 };
+                        }
+                    }
+                    GradKind::ReluMaxPool { y, argmax } => {
+                        for k in 0..pooled {
+                            let idx = plane * pooled + k;
+                            if y[idx] > 0.0 {
+                                let a = argmax[idx] as usize;
+                                dst[2 * (k / pw) * ow + 2 * (k % pw) + (a / 2) * ow + a % 2] =
+                                    self.dy_at(idx);
                             }
                         }
                     }

@@ -24,21 +24,43 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
     if !on_cpu_f32(&[x, weight, bias]) {
         return reference::conv2d(x, weight, bias);
     }
-    Conv2dOp::apply(geo, Epilogue::None, x, weight, bias)
+    Conv2dOp::apply(geo, Epilogue::None, x, weight, bias, None)
 }
 
 /// `relu(w ⋆ x + b)`, valid, stride 1, in one pass.
 pub fn conv2d_relu(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    conv2d_relu_masked(x, weight, bias, None)
+}
+
+/// `relu(w ⋆ x + b) ⊙ mask` in one pass (no gradient reaches the mask).
+pub fn conv2d_relu_masked(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    mask: Option<&Tensor>,
+) -> Result<Tensor> {
     let geo = conv_geometry(x, weight, bias)?;
-    if !on_cpu_f32(&[x, weight, bias]) {
-        return reference::conv2d_relu(x, weight, bias);
+    let operands = [x, weight, bias];
+    if !on_cpu_f32(&operands) || !mask.is_none_or(|m| on_cpu_f32(&[m])) {
+        return reference::conv2d_relu_masked(x, weight, bias, mask);
     }
-    Conv2dOp::apply(geo, Epilogue::Relu, x, weight, bias)
+    Conv2dOp::apply(geo, Epilogue::Relu, x, weight, bias, mask)
 }
 
 /// `maxpool2x2(relu(w ⋆ x + b))` in one pass: the full-size convolution
 /// output is never stored.
 pub fn conv2d_relu_pool2x2(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    conv2d_relu_pool2x2_masked(x, weight, bias, None)
+}
+
+/// `maxpool2x2(relu(w ⋆ x + b)) ⊙ mask` in one pass (no gradient reaches the
+/// mask).
+pub fn conv2d_relu_pool2x2_masked(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    mask: Option<&Tensor>,
+) -> Result<Tensor> {
     let geo = conv_geometry(x, weight, bias)?;
     if geo.out_h() < 2 || geo.out_w() < 2 {
         bail!(
@@ -47,10 +69,11 @@ pub fn conv2d_relu_pool2x2(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result
             geo.out_w()
         )
     }
-    if !on_cpu_f32(&[x, weight, bias]) {
-        return reference::conv2d_relu_pool2x2(x, weight, bias);
+    let operands = [x, weight, bias];
+    if !on_cpu_f32(&operands) || !mask.is_none_or(|m| on_cpu_f32(&[m])) {
+        return reference::conv2d_relu_pool2x2_masked(x, weight, bias, mask);
     }
-    Conv2dOp::apply(geo, Epilogue::ReluMaxPool, x, weight, bias)
+    Conv2dOp::apply(geo, Epilogue::ReluMaxPool, x, weight, bias, mask)
 }
 
 /// 2x2, stride-2 max pooling.

@@ -10,6 +10,7 @@
 //! | [`conv2d`] | `y = w ⋆ x + b` (valid, stride 1) | `x [B, C_in, H, W]`, `w [C_out, C_in, K_h, K_w]`, `b [C_out]` -> `[B, C_out, H-K_h+1, W-K_w+1]` |
 //! | [`conv2d_relu`] | `y = relu(w ⋆ x + b)` | as [`conv2d`] |
 //! | [`conv2d_relu_pool2x2`] | `y = maxpool2x2(relu(w ⋆ x + b))` | as [`conv2d`], then `[B, C_out, OH/2, OW/2]` |
+//! | [`conv2d_relu_masked`], [`conv2d_relu_pool2x2_masked`] | the same times a constant `mask` of the output's shape (inverted dropout) | as above |
 //! | [`max_pool2x2`] | `y[i, j] = max of x[2i..2i+2, 2j..2j+2]` | `[B, C, H, W]` -> `[B, C, H/2, W/2]` |
 //!
 //! ## How they are fast
@@ -24,6 +25,10 @@
 //! - [`conv2d_relu_pool2x2`] also pools while copying the product out: the
 //!   full-size activation is never stored, only the pooled output and one
 //!   argmax byte per output, and its backward scatters to the argmaxes.
+//! - The `_masked` variants multiply by a dropout mask while copying out and
+//!   fold the mask into their backward: the dropout after each convolution
+//!   adds no graph node, so candle's backward does not allocate, zero and
+//!   accumulate a gradient for an extra activation-sized tensor.
 //! - Max pooling sends each gradient to its window's argmax in one pass.
 //!
 //! ## Threading (deliberate; see the benchmark in `docs/benchmarks/`)
@@ -96,6 +101,36 @@ pub fn conv2d_relu_pool2x2(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result
     match kernel_backend()? {
         KernelBackend::Fast => fast::conv2d_relu_pool2x2(x, weight, bias),
         KernelBackend::Candle => reference::conv2d_relu_pool2x2(x, weight, bias),
+    }
+}
+
+/// [`conv2d_relu`] times a constant mask of the output's shape, fused:
+/// `relu(w ⋆ x + b) ⊙ mask` (an inverted-dropout mask, say). No gradient
+/// flows to the mask; `None` is [`conv2d_relu`].
+pub fn conv2d_relu_masked(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    mask: Option<&Tensor>,
+) -> Result<Tensor> {
+    match kernel_backend()? {
+        KernelBackend::Fast => fast::conv2d_relu_masked(x, weight, bias, mask),
+        KernelBackend::Candle => reference::conv2d_relu_masked(x, weight, bias, mask),
+    }
+}
+
+/// [`conv2d_relu_pool2x2`] times a constant mask of the pooled output's
+/// shape, fused: `maxpool2x2(relu(w ⋆ x + b)) ⊙ mask`. No gradient flows to
+/// the mask; `None` is [`conv2d_relu_pool2x2`].
+pub fn conv2d_relu_pool2x2_masked(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    mask: Option<&Tensor>,
+) -> Result<Tensor> {
+    match kernel_backend()? {
+        KernelBackend::Fast => fast::conv2d_relu_pool2x2_masked(x, weight, bias, mask),
+        KernelBackend::Candle => reference::conv2d_relu_pool2x2_masked(x, weight, bias, mask),
     }
 }
 

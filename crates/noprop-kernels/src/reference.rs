@@ -23,6 +23,39 @@ pub fn conv2d_relu_pool2x2(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result
     max_pool2x2(&conv2d_relu(x, weight, bias)?)
 }
 
+/// `relu(w ⋆ x + b) ⊙ mask` with candle's ops (the mask detached).
+pub fn conv2d_relu_masked(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    mask: Option<&Tensor>,
+) -> Result<Tensor> {
+    apply_mask(conv2d_relu(x, weight, bias)?, mask)
+}
+
+/// `maxpool2x2(relu(w ⋆ x + b)) ⊙ mask` with candle's ops (the mask
+/// detached).
+pub fn conv2d_relu_pool2x2_masked(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    mask: Option<&Tensor>,
+) -> Result<Tensor> {
+    apply_mask(conv2d_relu_pool2x2(x, weight, bias)?, mask)
+}
+
+fn apply_mask(y: Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+    match mask {
+        None => Ok(y),
+        Some(m) if m.dims() == y.dims() => y.mul(&m.detach().to_dtype(y.dtype())?),
+        Some(m) => candle_core::bail!(
+            "conv2d: mask must have the output's shape {:?}, got {:?}",
+            y.dims(),
+            m.dims()
+        ),
+    }
+}
+
 /// 2x2, stride-2 max pooling (floor: an odd last row or column is dropped),
 /// built from candle ops whose gradient is right on every device: crop to
 /// even sizes, split each axis into (half, 2), move the two window axes

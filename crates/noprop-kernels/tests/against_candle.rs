@@ -516,3 +516,106 @@ fn fused_pool_rejects_too_small_outputs() {
         fast::conv2d_relu_pool2x2(&z(&[1, 1, 3, 5]), &z(&[2, 1, 3, 3]), &z(&[2])).unwrap_err();
     assert!(err.to_string().contains("too small"), "{err}");
 }
+
+/// An inverted-dropout mask (rate 0.3) for a 3x3 convolution of `x` by `w`,
+/// pooled or not; the same for a given shape.
+fn test_mask(x: &Tensor, w: &Tensor, pooled: bool) -> Tensor {
+    let (b, _, h, wd) = x.dims4().unwrap();
+    let (oh, ow) = if pooled {
+        ((h - 2) / 2, (wd - 2) / 2)
+    } else {
+        (h - 2, wd - 2)
+    };
+    SeededRng::new(99)
+        .dropout_mask(0.3, (b, w.dim(0).unwrap(), oh, ow), &Device::Cpu)
+        .unwrap()
+}
+
+fn fused_pool_masked(x: &Tensor, w: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+    fast::conv2d_relu_pool2x2_masked(x, w, b, Some(&test_mask(x, w, true)))
+}
+
+fn fused_pool_then_mul(x: &Tensor, w: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+    fast::conv2d_relu_pool2x2(x, w, b)? * test_mask(x, w, true)
+}
+
+fn reference_pool_masked(x: &Tensor, w: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+    reference::conv2d_relu_pool2x2_masked(x, w, b, Some(&test_mask(x, w, true)))
+}
+
+fn relu_masked(x: &Tensor, w: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+    fast::conv2d_relu_masked(x, w, b, Some(&test_mask(x, w, false)))
+}
+
+fn relu_then_mul(x: &Tensor, w: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+    fast::conv2d_relu(x, w, b)? * test_mask(x, w, false)
+}
+
+fn reference_relu_masked(x: &Tensor, w: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+    reference::conv2d_relu_masked(x, w, b, Some(&test_mask(x, w, false)))
+}
+
+#[test]
+fn masked_ops_are_bitwise_the_op_then_a_multiplication() {
+    for (i, &(shape, c_out)) in POOL_CASES.iter().enumerate() {
+        let seed = 50 + i as u64;
+        for (name, fused, unfused) in [
+            (
+                "pool",
+                fused_pool_masked as ConvFn,
+                fused_pool_then_mul as ConvFn,
+            ),
+            ("relu", relu_masked, relu_then_mul),
+        ] {
+            let a = conv_outputs(fused, shape, c_out, seed);
+            // The mask really drops something (and the test can fail).
+            assert!(a[0].contains(&0.0), "{name} {shape:?}");
+            assert_eq!(
+                a,
+                conv_outputs(unfused, shape, c_out, seed),
+                "{name} {shape:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn masked_ops_match_candle() {
+    for (i, &(shape, c_out)) in POOL_CASES.iter().enumerate() {
+        let seed = 60 + i as u64;
+        for (name, fast_fn, ref_fn) in [
+            (
+                "pool",
+                fused_pool_masked as ConvFn,
+                reference_pool_masked as ConvFn,
+            ),
+            ("relu", relu_masked, reference_relu_masked),
+        ] {
+            let a = conv_outputs(fast_fn, shape, c_out, seed);
+            let r = conv_outputs(ref_fn, shape, c_out, seed);
+            for (k, (a, r)) in a.iter().zip(&r).enumerate() {
+                let scale = r.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
+                let err = a.iter().zip(r).fold(0f32, |m, (a, r)| m.max((a - r).abs())) / scale;
+                assert!(
+                    err < 1e-4,
+                    "{name} #{k}: relative error {err} for {shape:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn masks_of_the_wrong_shape_are_errors() {
+    let z = |s: &[usize]| Tensor::zeros(s, candle_core::DType::F32, &Device::Cpu).unwrap();
+    let (x, w, b) = (z(&[2, 1, 8, 8]), z(&[3, 1, 3, 3]), z(&[3]));
+    // The unpooled output's shape given to the pooled op, and vice versa.
+    for err in [
+        fast::conv2d_relu_pool2x2_masked(&x, &w, &b, Some(&z(&[2, 3, 6, 6]))).unwrap_err(),
+        fast::conv2d_relu_masked(&x, &w, &b, Some(&z(&[2, 3, 3, 3]))).unwrap_err(),
+        reference::conv2d_relu_masked(&x, &w, &b, Some(&z(&[2, 3, 3, 3]))).unwrap_err(),
+    ] {
+        let msg = err.to_string();
+        assert!(msg.contains("mask") && msg.contains("[2, 3"), "{msg}");
+    }
+}

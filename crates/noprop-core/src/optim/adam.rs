@@ -28,7 +28,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use candle_core::backprop::GradStore;
-use candle_core::{DType, Result, Tensor, Var};
+use candle_core::{CpuStorage, DType, Result, Storage, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
 /// Hyperparameters shared by every group, and the defaults of a group.
@@ -279,32 +279,24 @@ impl Adam {
                     continue;
                 };
                 let param = var.as_tensor().detach();
-                let mut grad = grad.to_dtype(param.dtype())?;
-                let mut p = param.clone();
-                if wd != 0.0 {
-                    if decoupled_weight_decay {
-                        p = (p * (1.0 - lr * wd))?;
-                    } else {
-                        grad = (grad + (&param * wd)?)?;
-                    }
-                }
-                let moments = match self.state.get(name) {
-                    Some(m) => m.clone(),
-                    None => Moments {
-                        step: 0,
-                        exp_avg: param.zeros_like()?,
-                        exp_avg_sq: param.zeros_like()?,
-                    },
+                let grad = grad.to_dtype(param.dtype())?;
+                let moments = self.state.get(name);
+                let step = moments.map_or(0, |m| m.step) + 1;
+                let coeffs = StepCoefficients {
+                    lr,
+                    weight_decay: wd,
+                    decoupled_weight_decay,
+                    beta1,
+                    beta2,
+                    eps,
+                    step,
                 };
-                let exp_avg = ((moments.exp_avg * beta1)? + (&grad * (1.0 - beta1))?)?;
-                let exp_avg_sq = ((moments.exp_avg_sq * beta2)? + (grad.sqr()? * (1.0 - beta2))?)?;
-                let step = moments.step + 1;
-                let bias_correction1 = 1.0 - beta1.powi(step as i32);
-                let bias_correction2_sqrt = (1.0 - beta2.powi(step as i32)).sqrt();
-                let step_size = lr / bias_correction1;
-                let denom = ((exp_avg_sq.sqrt()? / bias_correction2_sqrt)? + eps)?;
-                let update = ((&exp_avg / denom)? * step_size)?;
-                var.set(&(p - update)?)?;
+                let (new_param, exp_avg, exp_avg_sq) =
+                    match fused_cpu_update(&param, &grad, moments, &coeffs)? {
+                        Some(updated) => updated,
+                        None => tensor_update(&param, &grad, moments, &coeffs)?,
+                    };
+                var.set(&new_param)?;
                 self.state.insert(
                     name.clone(),
                     Moments {
@@ -392,10 +384,211 @@ impl Adam {
     }
 }
 
+/// Everything one parameter's update needs besides its tensors.
+struct StepCoefficients {
+    lr: f64,
+    weight_decay: f64,
+    decoupled_weight_decay: bool,
+    beta1: f64,
+    beta2: f64,
+    eps: f64,
+    /// The update's number, from 1.
+    step: u32,
+}
+
+impl StepCoefficients {
+    fn bias_correction1(&self) -> f64 {
+        1.0 - self.beta1.powi(self.step as i32)
+    }
+
+    fn bias_correction2_sqrt(&self) -> f64 {
+        (1.0 - self.beta2.powi(self.step as i32)).sqrt()
+    }
+}
+
+/// The update with candle tensor ops, on any device and dtype: the new
+/// parameter and moments.
+fn tensor_update(
+    param: &Tensor,
+    grad: &Tensor,
+    moments: Option<&Moments>,
+    k: &StepCoefficients,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let (lr, wd) = (k.lr, k.weight_decay);
+    let mut grad = grad.clone();
+    let mut p = param.clone();
+    if wd != 0.0 {
+        if k.decoupled_weight_decay {
+            p = (p * (1.0 - lr * wd))?;
+        } else {
+            grad = (grad + (param * wd)?)?;
+        }
+    }
+    let (exp_avg, exp_avg_sq) = match moments {
+        Some(m) => (m.exp_avg.clone(), m.exp_avg_sq.clone()),
+        None => (param.zeros_like()?, param.zeros_like()?),
+    };
+    let exp_avg = ((exp_avg * k.beta1)? + (&grad * (1.0 - k.beta1))?)?;
+    let exp_avg_sq = ((exp_avg_sq * k.beta2)? + (grad.sqr()? * (1.0 - k.beta2))?)?;
+    let step_size = lr / k.bias_correction1();
+    let denom = ((exp_avg_sq.sqrt()? / k.bias_correction2_sqrt())? + k.eps)?;
+    let update = ((&exp_avg / denom)? * step_size)?;
+    Ok(((p - update)?, exp_avg, exp_avg_sq))
+}
+
+/// The contiguous f32 CPU data of `t`, or `None`.
+fn cpu_f32_vec(t: &Tensor) -> Option<Vec<f32>> {
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        Storage::Cpu(CpuStorage::F32(data)) => {
+            let (start, end) = layout.contiguous_offsets()?;
+            Some(data[start..end].to_vec())
+        }
+        _ => None,
+    }
+}
+
+/// [`tensor_update`] in one pass over the elements, for contiguous f32 CPU
+/// tensors (`None` otherwise). It performs the same f32 operations in the
+/// same order as the tensor ops (candle computes `t * c` as the affine map
+/// `t * (c as f32) + 0`, kept here because `+ 0` turns -0 into +0), so both
+/// give bitwise-identical results (a test checks it); it only skips the ten
+/// intermediate tensors.
+fn fused_cpu_update(
+    param: &Tensor,
+    grad: &Tensor,
+    moments: Option<&Moments>,
+    k: &StepCoefficients,
+) -> Result<Option<(Tensor, Tensor, Tensor)>> {
+    let (Some(mut p), Some(mut g)) = (cpu_f32_vec(param), cpu_f32_vec(grad)) else {
+        return Ok(None);
+    };
+    let (mut m, mut v) = match moments {
+        Some(mo) => match (cpu_f32_vec(&mo.exp_avg), cpu_f32_vec(&mo.exp_avg_sq)) {
+            (Some(m), Some(v)) => (m, v),
+            _ => return Ok(None),
+        },
+        None => (vec![0.0f32; p.len()], vec![0.0f32; p.len()]),
+    };
+    if g.len() != p.len() || m.len() != p.len() || v.len() != p.len() {
+        return Ok(None);
+    }
+    let (lr, wd) = (k.lr, k.weight_decay);
+    if wd != 0.0 {
+        if k.decoupled_weight_decay {
+            let decay = (1.0 - lr * wd) as f32;
+            p.iter_mut().for_each(|p| *p = *p * decay + 0.0);
+        } else {
+            let wd = wd as f32;
+            for (g, p) in g.iter_mut().zip(&p) {
+                *g += *p * wd + 0.0;
+            }
+        }
+    }
+    let (beta1, one_minus_beta1) = (k.beta1 as f32, (1.0 - k.beta1) as f32);
+    let (beta2, one_minus_beta2) = (k.beta2 as f32, (1.0 - k.beta2) as f32);
+    let inv_bias_correction2_sqrt = (1.0 / k.bias_correction2_sqrt()) as f32;
+    let eps = k.eps as f32;
+    let step_size = (lr / k.bias_correction1()) as f32;
+    for (((p, g), m), v) in p.iter_mut().zip(&g).zip(m.iter_mut()).zip(v.iter_mut()) {
+        *m = (*m * beta1 + 0.0) + (g * one_minus_beta1 + 0.0);
+        *v = (*v * beta2 + 0.0) + ((g * g) * one_minus_beta2 + 0.0);
+        let denom = (v.sqrt() * inv_bias_correction2_sqrt + 0.0) * 1.0 + eps;
+        *p -= (*m / denom) * step_size + 0.0;
+    }
+    let (shape, dev) = (param.shape(), param.device());
+    Ok(Some((
+        Tensor::from_vec(p, shape, dev)?,
+        Tensor::from_vec(m, shape, dev)?,
+        Tensor::from_vec(v, shape, dev)?,
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use candle_core::Device;
+
+    #[test]
+    fn fused_cpu_update_is_bitwise_the_tensor_ops() {
+        // Values spanning many magnitudes, zeros of both signs, in both
+        // decay modes and without decay, over several steps (bias
+        // corrections change) from zero and from carried moments.
+        let mut rng = crate::SeededRng::new(11);
+        let n = 1037;
+        let draw = |rng: &mut crate::SeededRng, scale: f32| -> Vec<f32> {
+            let v = rng
+                .normal(n, &Device::Cpu)
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            v.iter()
+                .enumerate()
+                .map(|(i, x)| match i % 50 {
+                    0 => 0.0,
+                    1 => -0.0,
+                    2 => x * 1e-6,
+                    _ => x * scale * (1.0 + (i % 7) as f32),
+                })
+                .collect()
+        };
+        for (wd, decoupled) in [(0.0, false), (1e-2, false), (1e-2, true)] {
+            let mut p = Tensor::new(draw(&mut rng, 0.1), &Device::Cpu).unwrap();
+            let mut moments: Option<Moments> = None;
+            for step in 1..=4u32 {
+                let g = Tensor::new(draw(&mut rng, 1e-3), &Device::Cpu).unwrap();
+                let k = StepCoefficients {
+                    lr: 3e-3,
+                    weight_decay: wd,
+                    decoupled_weight_decay: decoupled,
+                    beta1: 0.9,
+                    beta2: 0.999,
+                    eps: 1e-8,
+                    step,
+                };
+                let fused = fused_cpu_update(&p, &g, moments.as_ref(), &k)
+                    .unwrap()
+                    .expect("contiguous f32 CPU tensors take the fused path");
+                let reference = tensor_update(&p, &g, moments.as_ref(), &k).unwrap();
+                let bits = |t: &Tensor| -> Vec<u32> {
+                    t.to_vec1::<f32>()
+                        .unwrap()
+                        .iter()
+                        .map(|x| x.to_bits())
+                        .collect()
+                };
+                assert_eq!(
+                    bits(&fused.0),
+                    bits(&reference.0),
+                    "param, wd {wd} step {step}"
+                );
+                assert_eq!(bits(&fused.1), bits(&reference.1), "exp_avg, step {step}");
+                assert_eq!(
+                    bits(&fused.2),
+                    bits(&reference.2),
+                    "exp_avg_sq, step {step}"
+                );
+                p = fused.0;
+                moments = Some(Moments {
+                    step,
+                    exp_avg: fused.1,
+                    exp_avg_sq: fused.2,
+                });
+            }
+        }
+        // Anything else (here f64) takes the tensor path.
+        let p = Tensor::new(&[1f64, 2.0], &Device::Cpu).unwrap();
+        let k = StepCoefficients {
+            lr: 1e-3,
+            weight_decay: 0.0,
+            decoupled_weight_decay: false,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            step: 1,
+        };
+        assert!(fused_cpu_update(&p, &p, None, &k).unwrap().is_none());
+    }
 
     /// Parameters a [3] (group 0: lr 0.01, wd 0.1), b [1, 2] and c [1]
     /// (group 1: lr 0.05, wd 0), in `dtype`.
