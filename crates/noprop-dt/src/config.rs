@@ -90,6 +90,12 @@ pub struct DtConfig {
     /// statistics and optimizer state).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub train_blocks: Option<Vec<usize>>,
+    /// Train the blocks of a minibatch concurrently, one per worker thread
+    /// (rayon's thread count), instead of one after another. The same
+    /// losses and updates; each block draws from its own random stream, so
+    /// results differ from the sequential step's but not with the thread
+    /// count. Needs the one-hot embedding and the all-blocks order.
+    pub parallel_blocks: bool,
     /// Inference default: no noise injected by the posterior steps.
     pub deterministic: bool,
     /// Inference default: stochastic runs whose class probabilities are
@@ -115,6 +121,7 @@ impl Default for DtConfig {
             order: TrainingOrder::AllBlocks,
             sweep_epochs_per_block: 1,
             train_blocks: None,
+            parallel_blocks: false,
             deterministic: false,
             runs: 1,
             eval_batch_size: 500,
@@ -203,6 +210,19 @@ impl DtConfig {
                 }
             }
         }
+        if self.parallel_blocks {
+            if self.embedding != EmbeddingKind::OneHot {
+                candle_core::bail!(
+                    "dt config: parallel_blocks needs the one-hot embedding (a learned W couples the blocks), got {}",
+                    self.embedding
+                );
+            }
+            if self.order != TrainingOrder::AllBlocks {
+                candle_core::bail!(
+                    "dt config: parallel_blocks trains every block of a minibatch at once; it needs order = all-blocks"
+                );
+            }
+        }
         if self.runs == 0 {
             candle_core::bail!("dt config: runs must be at least 1");
         }
@@ -278,6 +298,22 @@ mod tests {
                 "dropout",
             ),
             (DtConfig { lr: 0.0, ..base() }, "lr"),
+            (
+                DtConfig {
+                    parallel_blocks: true,
+                    embedding: EmbeddingKind::Learned { dim: 20 },
+                    ..base()
+                },
+                "parallel_blocks needs the one-hot embedding",
+            ),
+            (
+                DtConfig {
+                    parallel_blocks: true,
+                    order: TrainingOrder::Sweep,
+                    ..base()
+                },
+                "parallel_blocks trains every block",
+            ),
             (
                 DtConfig {
                     head_lr: Some(f64::NAN),

@@ -90,6 +90,7 @@ pub mod inference;
 pub mod loss;
 pub mod model;
 pub mod names;
+mod parallel;
 pub mod variant;
 
 pub use config::{DtConfig, TrainingOrder};

@@ -13,6 +13,9 @@
 //! (the `Adam` skips parameters without a gradient); nothing ever calls
 //! `backward` on a sum of several blocks' losses.
 //!
+//! With `parallel_blocks` the stepped blocks train concurrently instead
+//! (same losses and updates, per-block random streams; see `parallel.rs`).
+//!
 //! # Head and W optimizer
 //!
 //! The head (linear d -> m) and a learned W appear in every block's loss
@@ -62,8 +65,8 @@ pub struct NoPropDt {
     pub(crate) embedding: ClassEmbedding,
     pub(crate) blocks: Vec<DtBlock>,
     pub(crate) head: Linear,
-    block_optimizers: Vec<Adam>,
-    head_optimizer: Adam,
+    pub(crate) block_optimizers: Vec<Adam>,
+    pub(crate) head_optimizer: Adam,
     /// The blocks that train, 1-based, ascending.
     trained: Vec<usize>,
     /// The epoch announced by `begin_epoch` (sweep order).
@@ -278,15 +281,20 @@ impl NoPropDt {
     ) -> Result<StepReport> {
         self.check_batch(images, labels)?;
         let stepped = self.blocks_for_step(rng);
-        let mut terms = Vec::with_capacity(3 * stepped.len());
-        for &t in &stepped {
-            let loss = self.block_loss(t, images, labels, rng)?;
-            // Block t's loss alone: its gradients reach block t, the head and W.
-            let grads = loss.total.backward()?;
-            self.block_optimizers[t - 1].step(&grads)?;
-            self.head_optimizer.step(&grads)?;
-            terms.extend([loss.denoise.detach(), loss.ce.detach(), loss.kl.detach()]);
-        }
+        let terms = if self.config.parallel_blocks {
+            self.step_blocks_parallel(&stepped, images, labels, rng)?
+        } else {
+            let mut terms = Vec::with_capacity(3 * stepped.len());
+            for &t in &stepped {
+                let loss = self.block_loss(t, images, labels, rng)?;
+                // Block t's loss alone: its gradients reach block t, the head and W.
+                let grads = loss.total.backward()?;
+                self.block_optimizers[t - 1].step(&grads)?;
+                self.head_optimizer.step(&grads)?;
+                terms.extend([loss.denoise.detach(), loss.ce.detach(), loss.kl.detach()]);
+            }
+            terms
+        };
         // One host read-out for the whole step.
         let values = Tensor::stack(&terms, 0)?
             .to_dtype(DType::F64)?

@@ -24,6 +24,11 @@ pub struct Cli {
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
 
+    /// Worker threads of the CPU kernels (and of NoProp-DT's parallel
+    /// blocks); default: RAYON_NUM_THREADS, else one per core.
+    #[arg(long, value_name = "N", value_parser = positive, global = true)]
+    pub threads: Option<usize>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -329,10 +334,35 @@ fn init_logging(verbose: u8) {
         .try_init();
 }
 
+/// The process-wide threading setup (see `docs/benchmarks/README.md`):
+/// the CPU kernels and NoProp-DT's parallel blocks run on rayon's global
+/// pool (`--threads`, else `RAYON_NUM_THREADS`, else one thread per core);
+/// candle's own element-wise ops run inline (`CANDLE_NUM_THREADS=1` unless
+/// the environment sets it), because its spinning thread pool competes with
+/// the kernels' threads for the same cores and measured no faster.
+fn init_threads(threads: Option<usize>) -> anyhow::Result<()> {
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        // Before any thread exists (set_var is not thread-safe) and before
+        // candle reads it.
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
+    if let Some(n) = threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .map_err(|e| anyhow::anyhow!("--threads {n}: {e}"))?;
+    }
+    Ok(())
+}
+
 /// The whole program: parse, run, report errors.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
+    if let Err(e) = init_threads(cli.threads) {
+        eprintln!("error: {e:#}");
+        return ExitCode::FAILURE;
+    }
     let result = match &cli.command {
         Command::Train(args) => crate::train_command::run(args),
         Command::Eval(args) => crate::eval::run(args).map(|()| ExitCode::SUCCESS),
@@ -366,6 +396,7 @@ mod tests {
         let cases = [
             (vec!["noprop", "train", "--variant", "xx"], "--variant"),
             (vec!["noprop", "train", "--epochs", "0"], "--epochs"),
+            (vec!["noprop", "train", "--threads", "0"], "--threads"),
             (vec!["noprop", "train", "--epochs", "-3"], "--epochs"),
             (vec!["noprop", "train", "--lr", "abc"], "--lr"),
             (
