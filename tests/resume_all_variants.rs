@@ -1,7 +1,8 @@
 //! Cross-crate end-to-end test: every variant (DT, CT, FM), driven by the
 //! trainer's library on a small subset of the real MNIST, resumes bitwise.
 //!
-//! For each variant, a run of 2 epochs and a run of 1 epoch continued from
+//! For each variant (DT twice: blocks stepped in turn and in parallel), a
+//! run of 2 epochs and a run of 1 epoch continued from
 //! its checkpoint (a model rebuilt from scratch, then restored) must end
 //! with bitwise-identical checkpoints: parameters, BatchNorm statistics
 //! (DT), the learned schedule (CT), every optimizer moment and step count,
@@ -26,7 +27,7 @@ use noprop::train::overrides::Override;
 use noprop::train::train::{RunData, TrainOutcome, Trainer, LAST_CHECKPOINT};
 use noprop::train::variants::resolve_section;
 
-fn config(kind: VariantKind, epochs: usize) -> RunConfig {
+fn config(kind: VariantKind, epochs: usize, extra: &[&str]) -> RunConfig {
     let v = kind.as_str();
     let mut sets = vec![
         format!("variant={v}"),
@@ -40,6 +41,7 @@ fn config(kind: VariantKind, epochs: usize) -> RunConfig {
         VariantKind::Fm => vec!["fm.inference_steps=2".into()],
     });
     sets.push("train_accuracy_steps=2".into());
+    sets.extend(extra.iter().map(|s| s.to_string()));
     let overrides: Vec<Override> = sets
         .iter()
         .map(|s| Override::parse_set(s).unwrap())
@@ -47,8 +49,8 @@ fn config(kind: VariantKind, epochs: usize) -> RunConfig {
     RunConfig::load(None, &overrides, &resolve_section).unwrap()
 }
 
-fn train(kind: VariantKind, data: &Dataset, dir: &Path, epochs: usize, resume: bool) {
-    let config = config(kind, epochs);
+fn train((kind, extra): Case, data: &Dataset, dir: &Path, epochs: usize, resume: bool) {
+    let config = config(kind, epochs, extra);
     let spec = ModelSpec {
         in_channels: 1,
         image_size: 28,
@@ -109,6 +111,9 @@ fn tensor_bits(path: &Path) -> BTreeMap<String, Vec<u32>> {
         .collect()
 }
 
+/// A variant and extra `--set` overrides.
+type Case = (VariantKind, &'static [&'static str]);
+
 #[test]
 fn every_variant_resumes_bitwise_on_real_mnist() {
     let data_config = DatasetConfig {
@@ -117,25 +122,32 @@ fn every_variant_resumes_bitwise_on_real_mnist() {
         ..DatasetConfig::new(DatasetKind::Mnist)
     };
     let data = Dataset::load(&data_config, &Device::Cpu).unwrap();
-    for kind in [VariantKind::Dt, VariantKind::Ct, VariantKind::Fm] {
+    let cases: [Case; 4] = [
+        (VariantKind::Dt, &[]),
+        (VariantKind::Dt, &["dt.parallel_blocks=true"]),
+        (VariantKind::Ct, &[]),
+        (VariantKind::Fm, &[]),
+    ];
+    for case in cases {
+        let kind = case.0;
         let straight = tempfile::tempdir().unwrap();
-        train(kind, &data, straight.path(), 2, false);
+        train(case, &data, straight.path(), 2, false);
         let split = tempfile::tempdir().unwrap();
-        train(kind, &data, split.path(), 1, false);
+        train(case, &data, split.path(), 1, false);
         let after_one = tensor_bits(&split.path().join(LAST_CHECKPOINT));
-        train(kind, &data, split.path(), 2, true);
+        train(case, &data, split.path(), 2, true);
 
         let expected = tensor_bits(&straight.path().join(LAST_CHECKPOINT));
         let resumed = tensor_bits(&split.path().join(LAST_CHECKPOINT));
         assert_eq!(
             resumed.keys().collect::<Vec<_>>(),
             expected.keys().collect::<Vec<_>>(),
-            "{kind:?}"
+            "{case:?}"
         );
         for (name, bits) in &expected {
             assert_eq!(
                 &resumed[name], bits,
-                "{kind:?}: tensor {name} differs after resuming"
+                "{case:?}: tensor {name} differs after resuming"
             );
         }
         // The second epoch changed the weights, so the comparison is not vacuous.
@@ -143,12 +155,12 @@ fn every_variant_resumes_bitwise_on_real_mnist() {
             expected
                 .iter()
                 .any(|(name, bits)| !name.starts_with("trainer.") && after_one[name] != *bits),
-            "{kind:?}"
+            "{case:?}"
         );
         let names: Vec<&String> = expected.keys().collect();
         assert!(
             names.iter().any(|n| n.starts_with("optim.")),
-            "{kind:?}: no optimizer state saved"
+            "{case:?}: no optimizer state saved"
         );
         match kind {
             VariantKind::Dt => assert!(

@@ -18,7 +18,7 @@
 //!
 //! | preset | data | epochs | for |
 //! |---|---|---|---|
-//! | default | all 60,000 train / 10,000 test images ([`DEFAULT_PLAN`]) | DT 1, CT 3, FM 3 | this 2-core CPU, about 30 minutes |
+//! | default | all 60,000 train / 10,000 test images ([`DEFAULT_PLAN`]) | DT 1, CT 3, FM 3 | this 2-core CPU, about 15 minutes |
 //! | `--quick` | 5,000 train / 1,000 test images | 1 | trying it out: a few minutes |
 //! | `--preset paper` | full MNIST, `configs/paper-mnist-<v>.toml` | 100 | a GPU |
 //!
@@ -56,7 +56,7 @@ impl Variant {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Preset {
-    /// Sized for this 2-core CPU: about 30 minutes in all.
+    /// Sized for this 2-core CPU: about 15 minutes in all.
     Default,
     /// The paper's recipe: full MNIST, 100 epochs (for a GPU).
     Paper,

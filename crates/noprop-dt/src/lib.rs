@@ -16,7 +16,11 @@
 //!   updates block t (its own AdamW, lr 1e-3, weight decay 1e-3), the head
 //!   and a learned W (one shared AdamW, stepped once per block loss; its
 //!   rate is `head_lr`, default `lr`). No gradient crosses blocks; nothing
-//!   calls `backward` on a sum of blocks' losses.
+//!   calls `backward` on a sum of blocks' losses. With `parallel_blocks`
+//!   (one-hot W, all-blocks order) the blocks of a minibatch train
+//!   concurrently, one per worker thread, and the head steps once per block
+//!   loss in block order afterwards: the same updates, from per-block random
+//!   streams (`parallel.rs`).
 //! - **Schedule**: the reversed improved-DDPM cosine of
 //!   [`noprop_core::CosineSchedule`], clean end clipped at `alpha_bar_max`
 //!   (default 0.9999), eta = 0.1.
