@@ -145,10 +145,11 @@ impl SeededRng {
         let threshold = (p as f64 * (1u64 << 24) as f64) as u32;
         let mut words = vec![0u32; shape.elem_count()];
         self.inner.fill(&mut words[..]);
-        let data: Vec<f32> = words
-            .into_iter()
-            .map(|w| if (w >> 8) < threshold { 0.0 } else { scale })
-            .collect();
+        let mut data = vec![0.0f32; words.len()];
+        for (d, &w) in data.iter_mut().zip(&words) {
+            // Branch-free, so the loop vectorises.
+            *d = if (w >> 8) < threshold { 0.0 } else { scale };
+        }
         Tensor::from_vec(data, shape, device)
     }
 

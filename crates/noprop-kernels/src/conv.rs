@@ -395,17 +395,9 @@ pub(crate) struct OutputGrad<'a> {
 }
 
 impl OutputGrad<'_> {
-    /// `dL/dy ⊙ mask` at output element `k` (the same product as the
-    /// backward of a separate multiplication by the mask).
-    #[inline]
-    fn dy_at(&self, k: usize) -> f32 {
-        match self.mask {
-            Some(m) => self.dy[k] * m[k],
-            None => self.dy[k],
-        }
-    }
-
     /// Writes `g = dL/da` of images `images` into `g [C_out, (image, pixel)]`.
+    /// With a mask, `dL/dy ⊙ mask` stands for `dL/dy` (the same product as
+    /// the backward of a separate multiplication by the mask).
     fn pre_activation_grad(
         &self,
         geo: &ConvGeometry,
@@ -423,25 +415,39 @@ impl OutputGrad<'_> {
             for co in 0..c_out {
                 let dst = &mut g[co * n_cols + i * p..co * n_cols + (i + 1) * p];
                 let plane = image * c_out + co;
-                match self.kind {
-                    GradKind::Plain => {
-                        for (j, d) in dst.iter_mut().enumerate() {
-                            *d = self.dy_at(plane * p + j);
+                // This plane's slice of the output-side tensors.
+                let out_len = match self.kind {
+                    GradKind::ReluMaxPool { .. } => pooled,
+                    _ => p,
+                };
+                let range = plane * out_len..(plane + 1) * out_len;
+                let dy = &self.dy[range.clone()];
+                let mask = self.mask.map(|m| &m[range.clone()]);
+                match (self.kind, mask) {
+                    (GradKind::Plain, None) => dst.copy_from_slice(dy),
+                    (GradKind::Plain, Some(m)) => {
+                        for ((d, &gy), &mv) in dst.iter_mut().zip(dy).zip(m) {
+                            *d = gy * mv;
                         }
                     }
-                    GradKind::Relu { y } => {
-                        for (j, d) in dst.iter_mut().enumerate() {
-                            let k = plane * p + j;
-                            *d = if y[k] > 0.0 { self.dy_at(k) } else { 0.0 };
+                    (GradKind::Relu { y }, None) => {
+                        for ((d, &gy), &yv) in dst.iter_mut().zip(dy).zip(&y[range]) {
+                            *d = if yv > 0.0 { gy } else { 0.0 };
                         }
                     }
-                    GradKind::ReluMaxPool { y, argmax } => {
-                        for k in 0..pooled {
-                            let idx = plane * pooled + k;
-                            if y[idx] > 0.0 {
-                                let a = argmax[idx] as usize;
+                    (GradKind::Relu { y }, Some(m)) => {
+                        let terms = dst.iter_mut().zip(dy).zip(&y[range]).zip(m);
+                        for (((d, &gy), &yv), &mv) in terms {
+                            *d = if yv > 0.0 { gy * mv } else { 0.0 };
+                        }
+                    }
+                    (GradKind::ReluMaxPool { y, argmax }, mask) => {
+                        let windows = y[range.clone()].iter().zip(&argmax[range]).zip(dy);
+                        for (k, ((&yv, &a), &gy)) in windows.enumerate() {
+                            if yv > 0.0 {
+                                let a = a as usize;
                                 dst[2 * (k / pw) * ow + 2 * (k % pw) + (a / 2) * ow + a % 2] =
-                                    self.dy_at(idx);
+                                    mask.map_or(gy, |m| gy * m[k]);
                             }
                         }
                     }
