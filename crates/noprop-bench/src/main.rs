@@ -15,8 +15,8 @@
 //! | `ctfm_cached_step` | one CT/FM inference step on cached image features |
 //! | `conv_stack_fwd_bwd` | the three image convolutions (ReLU, pooling; no dropout) forward + backward, fused kernels |
 //! | `conv_stack_fwd_bwd_separate` | the same with convolution+ReLU and pooling as separate ops |
-//! | `dt_minibatch` | all T = 10 DT blocks stepped on one minibatch, one after another, each using every thread (intra-op) |
-//! | `dt_minibatch_block_parallel` | the same 10 steps, blocks spread over the threads, each block single-threaded |
+//! | `dt_minibatch` | one training step of the NoProp-DT model (`noprop_dt::NoPropDt::step`: all T = 10 blocks and the shared head), blocks one after another, each using every thread (intra-op) |
+//! | `dt_minibatch_block_parallel` | the same with `parallel_blocks`: blocks spread over the threads, each single-threaded |
 //!
 //! With `--with-candle`, the block-level measurements are repeated with
 //! candle's reference ops (`KernelBackend::Candle`) under `candle_ops`.
@@ -35,7 +35,9 @@ use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use clap::Parser;
 use noprop_block::Mode;
+use noprop_core::variant::ModelSpec;
 use noprop_core::SeededRng;
+use noprop_dt::{DtConfig, NoPropDt};
 use noprop_kernels::{set_kernel_backend, KernelBackend};
 use serde_json::{json, Value};
 
@@ -151,47 +153,38 @@ impl Bench<'_> {
         Ok(())
     }
 
-    /// All T DT blocks on one minibatch: intra-op threading vs blocks in
-    /// parallel (each on a one-thread rayon pool).
+    /// One training step of the NoProp-DT model the trainer uses (T = 10
+    /// blocks, the shared head and its optimizers, default config): blocks
+    /// one after another with intra-op threading, and with
+    /// `parallel_blocks` (one block per thread, each single-threaded).
     fn dt_minibatch(&self, out: &mut BTreeMap<String, Value>) -> Result<()> {
         let iters = self.args.iters.div_ceil(T_BLOCKS).max(3);
         let data = Batch::new(self.args.batch, &mut SeededRng::new(1))?;
-        let mut trainers = (0..T_BLOCKS)
-            .map(|i| DtTrainer::new(100 + i as u64))
-            .collect::<Result<Vec<_>>>()?;
-        if self.wants("dt_minibatch") {
+        for (name, parallel_blocks) in [
+            ("dt_minibatch", false),
+            ("dt_minibatch_block_parallel", true),
+        ] {
+            if !self.wants(name) {
+                continue;
+            }
+            let config = DtConfig {
+                num_blocks: T_BLOCKS,
+                parallel_blocks,
+                ..DtConfig::default()
+            };
+            let mut model = NoPropDt::new(config, ModelSpec::mnist(), None, 100, &Device::Cpu)?;
+            let mut rng = SeededRng::new(3);
             let m = median_ms(1, iters, || {
-                trainers.iter_mut().try_for_each(|t| t.step(&data))
-            })?;
-            out.insert("dt_minibatch".into(), m.to_json());
-        }
-        if self.wants("dt_minibatch_block_parallel") {
-            let workers = rayon::current_num_threads().max(1);
-            let pools = (0..workers)
-                .map(|_| rayon::ThreadPoolBuilder::new().num_threads(1).build())
-                .collect::<Result<Vec<_>, _>>()?;
-            let per_worker = T_BLOCKS.div_ceil(workers);
-            let m = median_ms(1, iters, || {
-                std::thread::scope(|s| {
-                    let handles: Vec<_> = trainers
-                        .chunks_mut(per_worker)
-                        .zip(&pools)
-                        .map(|(chunk, pool)| {
-                            let data = &data;
-                            s.spawn(move || {
-                                pool.install(|| chunk.iter_mut().try_for_each(|t| t.step(data)))
-                            })
-                        })
-                        .collect();
-                    handles.into_iter().try_for_each(|h| match h.join() {
-                        Ok(r) => r,
-                        Err(_) => bail!("a block-parallel worker panicked"),
-                    })
-                })
+                model
+                    .step(&data.x, &data.labels, &mut rng)
+                    .map(drop)
+                    .map_err(Into::into)
             })?;
             let mut value = m.to_json();
-            value["workers"] = json!(workers);
-            out.insert("dt_minibatch_block_parallel".into(), value);
+            if parallel_blocks {
+                value["workers"] = json!(rayon::current_num_threads().clamp(1, T_BLOCKS));
+            }
+            out.insert(name.into(), value);
         }
         Ok(())
     }

@@ -11,9 +11,9 @@
 //! - Forward passes in `Mode::Eval`; the cached step runs the latent, time and
 //!   fusion layers on precomputed image features plus one Euler update.
 //!
-//! Each trainer owns its parameters, optimizer and generator (its own head
-//! too, unlike a real DT run where the head is shared), so trainers can run
-//! on different threads without sharing anything.
+//! Each trainer owns its parameters, optimizer and generator (the DT
+//! trainer its own head too). The whole-model DT measurements use
+//! `noprop_dt::NoPropDt` itself (see `main.rs`).
 
 use anyhow::Result;
 use candle_core::{DType, Device, Module, Tensor};
