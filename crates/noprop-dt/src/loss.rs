@@ -20,8 +20,8 @@
 //! generator and BatchNorm uses (and updates) batch statistics.
 
 use candle_core::{Module, Result, Tensor};
-use noprop_block::Mode;
-use noprop_core::{kl_prior, softmax_mix, SeededRng};
+use noprop_block::{DtBlock, Mode};
+use noprop_core::{kl_prior, softmax_mix, CosineSchedule, SeededRng};
 
 use crate::model::NoPropDt;
 
@@ -40,9 +40,32 @@ pub struct BlockLoss {
 }
 
 /// sqrt(alpha_bar) u + sqrt(1 - alpha_bar) eps: a draw from q(z | y).
-fn noised(u_y: &Tensor, alpha_bar: f64, rng: &mut SeededRng) -> Result<Tensor> {
+pub(crate) fn noised(u_y: &Tensor, alpha_bar: f64, rng: &mut SeededRng) -> Result<Tensor> {
     let eps = rng.normal(u_y.shape(), u_y.device())?;
     (u_y * alpha_bar.sqrt())? + (eps * (1.0 - alpha_bar).sqrt())?
+}
+
+/// Block t's weighted denoising term,
+/// `(T/2) eta (SNR(t) - SNR(t-1)) ||softmax(block_t(x, z_{t-1})) W - u_y||^2`
+/// averaged over the batch, with z_{t-1} ~ q(z_{t-1} | y). Draws the
+/// z_{t-1} noise, then the block's dropout masks, from `rng`. The one
+/// definition both the sequential and the parallel step use.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn denoise_term(
+    block: &DtBlock,
+    schedule: &CosineSchedule,
+    eta: f64,
+    t: usize,
+    images: &Tensor,
+    u_y: &Tensor,
+    w: &Tensor,
+    rng: &mut SeededRng,
+) -> Result<Tensor> {
+    let z_prev = noised(u_y, schedule.alpha_bar(t - 1)?, rng)?;
+    let logits = block.forward(images, &z_prev, Mode::Train(rng))?;
+    let u_hat = softmax_mix(&logits, w)?;
+    let weight = schedule.loss_weight(t, eta)?;
+    (u_hat - u_y)?.sqr()?.sum(1)?.mean(0)? * weight
 }
 
 impl NoPropDt {
@@ -63,11 +86,16 @@ impl NoPropDt {
         let w = self.embedding.matrix();
         let u_y = self.embedding.rows(labels)?; // [B, d]
 
-        let z_prev = noised(&u_y, self.schedule.alpha_bar(t - 1)?, rng)?;
-        let logits = self.blocks[t - 1].forward(images, &z_prev, Mode::Train(rng))?;
-        let u_hat = softmax_mix(&logits, &w)?;
-        let weight = self.schedule.loss_weight(t, self.config.eta)?;
-        let denoise = ((u_hat - &u_y)?.sqr()?.sum(1)?.mean(0)? * weight)?;
+        let denoise = denoise_term(
+            &self.blocks[t - 1],
+            &self.schedule,
+            self.config.eta,
+            t,
+            images,
+            &u_y,
+            &w,
+            rng,
+        )?;
 
         let z_clean = noised(&u_y, self.schedule.alpha_bar_clean_end(), rng)?;
         let ce = candle_nn::loss::cross_entropy(&self.head.forward(&z_clean)?, labels)?;

@@ -39,9 +39,10 @@
 //! single-threaded and the workers never oversubscribe the cores.
 
 use candle_core::{Module, Result, Tensor};
-use noprop_block::{DtBlock, Mode};
-use noprop_core::{kl_prior, softmax_mix, Adam, CosineSchedule, SeededRng};
+use noprop_block::DtBlock;
+use noprop_core::{kl_prior, Adam, CosineSchedule, SeededRng};
 
+use crate::loss::{denoise_term, noised};
 use crate::model::NoPropDt;
 
 /// One block's share of a parallel step.
@@ -69,12 +70,6 @@ struct Shared<'a> {
     step_seed: u64,
 }
 
-/// sqrt(alpha_bar) u + sqrt(1 - alpha_bar) eps.
-fn noised(u_y: &Tensor, alpha_bar: f64, rng: &mut SeededRng) -> Result<Tensor> {
-    let eps = rng.normal(u_y.shape(), u_y.device())?;
-    (u_y * alpha_bar.sqrt())? + (eps * (1.0 - alpha_bar).sqrt())?
-}
-
 /// Block t's denoising loss, its backward and its optimizer step.
 fn train_block(job: BlockJob<'_>, shared: &Shared<'_>) -> Result<BlockOutcome> {
     let BlockJob {
@@ -83,11 +78,16 @@ fn train_block(job: BlockJob<'_>, shared: &Shared<'_>) -> Result<BlockOutcome> {
         optimizer,
     } = job;
     let mut rng = SeededRng::new(shared.step_seed).fork(t as u64);
-    let z_prev = noised(shared.u_y, shared.schedule.alpha_bar(t - 1)?, &mut rng)?;
-    let logits = block.forward(shared.images, &z_prev, Mode::Train(&mut rng))?;
-    let u_hat = softmax_mix(&logits, shared.w)?;
-    let weight = shared.schedule.loss_weight(t, shared.eta)?;
-    let denoise = ((u_hat - shared.u_y)?.sqr()?.sum(1)?.mean(0)? * weight)?;
+    let denoise = denoise_term(
+        block,
+        shared.schedule,
+        shared.eta,
+        t,
+        shared.images,
+        shared.u_y,
+        shared.w,
+        &mut rng,
+    )?;
     optimizer.step(&denoise.backward()?)?;
     let z_clean = noised(shared.u_y, shared.schedule.alpha_bar_clean_end(), &mut rng)?;
     Ok(BlockOutcome {
