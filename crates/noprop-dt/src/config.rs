@@ -94,7 +94,7 @@ pub struct DtConfig {
     /// (rayon's thread count), instead of one after another. The same
     /// losses and updates; each block draws from its own random stream, so
     /// results differ from the sequential step's but not with the thread
-    /// count. Needs the one-hot embedding and the all-blocks order.
+    /// count. Needs the one-hot embedding, the all-blocks order and the CPU.
     pub parallel_blocks: bool,
     /// Inference default: no noise injected by the posterior steps.
     pub deterministic: bool,

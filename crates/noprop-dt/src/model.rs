@@ -96,6 +96,13 @@ impl NoPropDt {
         device: &Device,
     ) -> Result<Self> {
         config.validate()?;
+        if config.parallel_blocks && !device.is_cpu() {
+            // Measured and tested on the CPU only: concurrent blocks on one
+            // accelerator would share its queue rather than add compute.
+            candle_core::bail!(
+                "dt: parallel_blocks trains blocks on CPU threads; it is not supported on {device:?}"
+            );
+        }
         let schedule = CosineSchedule::from_config(&config.schedule_config())?;
         let root = SeededRng::new(seed);
         let store = ParamStore::new(root.fork(PARAM_STREAM));
