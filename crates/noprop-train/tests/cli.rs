@@ -586,6 +586,22 @@ fn bad_inputs_exit_non_zero_with_clear_messages() {
         "--dataset",
     );
     assert_fails_with(&["train", "--epochs", "1"], "--variant");
+    assert_fails_with(&["--threads", "0", "info", "--variant", "fm"], "--threads");
+    // Parallel DT blocks need a fixed W.
+    assert_fails_with(
+        &[
+            "train",
+            "--variant",
+            "dt",
+            "--embedding",
+            "dim20",
+            "--set",
+            "dt.parallel_blocks=true",
+            "--out",
+            &d("r-parallel"),
+        ],
+        "parallel_blocks",
+    );
     assert_fails_with(
         &[
             "train",
