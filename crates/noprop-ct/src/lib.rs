@@ -16,9 +16,11 @@
 //! softmax(head(z_1)).
 //!
 //! Stability choices (config [`CtConfig`], evidence in the crate README):
-//! initial endpoints gamma = +-ln 99, t sampled in proportion to SNR'(t)
-//! with the weight divided out ([`TimeSampling::Importance`]), no weight
-//! decay on the schedule, an optional learning-rate warm-up.
+//! initial endpoints gamma = +-ln 99, t uniform as in Eq. 9 (sampling t in
+//! proportion to SNR'(t) with the weight divided out,
+//! [`TimeSampling::Importance`], is an option: it learned faster in one
+//! epoch but worse over three), no weight decay on the schedule, an
+//! optional learning-rate warm-up.
 //!
 //! ## Variable names (checkpoint tensors)
 //!
