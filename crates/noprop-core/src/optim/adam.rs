@@ -28,7 +28,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use candle_core::backprop::GradStore;
-use candle_core::{CpuStorage, DType, Result, Storage, Tensor, Var};
+use candle_core::{CpuStorage, DType, Layout, Result, Storage, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
 /// Hyperparameters shared by every group, and the defaults of a group.
@@ -436,13 +436,12 @@ fn tensor_update(
     Ok(((p - update)?, exp_avg, exp_avg_sq))
 }
 
-/// The contiguous f32 CPU data of `t`, or `None`.
-fn cpu_f32_vec(t: &Tensor) -> Option<Vec<f32>> {
-    let (storage, layout) = t.storage_and_layout();
-    match &*storage {
+/// The contiguous f32 elements of a CPU storage, or `None`.
+fn cpu_f32<'a>(storage: &'a Storage, layout: &Layout) -> Option<&'a [f32]> {
+    match storage {
         Storage::Cpu(CpuStorage::F32(data)) => {
             let (start, end) = layout.contiguous_offsets()?;
-            Some(data[start..end].to_vec())
+            Some(&data[start..end])
         }
         _ => None,
     }
@@ -452,7 +451,8 @@ fn cpu_f32_vec(t: &Tensor) -> Option<Vec<f32>> {
 /// tensors (`None` otherwise). It performs the same f32 operations in the
 /// same order as the tensor ops (candle computes `t * c` as the affine map
 /// `t * (c as f32) + 0`, kept here because `+ 0` turns -0 into +0), so both
-/// give bitwise-identical results (a test checks it); it only skips the ten
+/// give bitwise-identical results (a test checks it); it reads the operands
+/// in place and writes only the three results, skipping the ten
 /// intermediate tensors.
 fn fused_cpu_update(
     param: &Tensor,
@@ -460,42 +460,61 @@ fn fused_cpu_update(
     moments: Option<&Moments>,
     k: &StepCoefficients,
 ) -> Result<Option<(Tensor, Tensor, Tensor)>> {
-    let (Some(mut p), Some(mut g)) = (cpu_f32_vec(param), cpu_f32_vec(grad)) else {
+    let (p_storage, p_layout) = param.storage_and_layout();
+    let (g_storage, g_layout) = grad.storage_and_layout();
+    let (Some(p), Some(g)) = (cpu_f32(&p_storage, p_layout), cpu_f32(&g_storage, g_layout)) else {
         return Ok(None);
     };
-    let (mut m, mut v) = match moments {
-        Some(mo) => match (cpu_f32_vec(&mo.exp_avg), cpu_f32_vec(&mo.exp_avg_sq)) {
-            (Some(m), Some(v)) => (m, v),
-            _ => return Ok(None),
-        },
-        None => (vec![0.0f32; p.len()], vec![0.0f32; p.len()]),
+    let n = p.len();
+    let moment_guards = moments.map(|m| {
+        (
+            m.exp_avg.storage_and_layout(),
+            m.exp_avg_sq.storage_and_layout(),
+        )
+    });
+    let zeros;
+    let (m, v) = match &moment_guards {
+        Some(((m_storage, m_layout), (v_storage, v_layout))) => {
+            match (cpu_f32(m_storage, m_layout), cpu_f32(v_storage, v_layout)) {
+                (Some(m), Some(v)) => (m, v),
+                _ => return Ok(None),
+            }
+        }
+        // The first update starts from zero moments.
+        None => {
+            zeros = vec![0.0f32; n];
+            (&zeros[..], &zeros[..])
+        }
     };
-    if g.len() != p.len() || m.len() != p.len() || v.len() != p.len() {
+    if g.len() != n || m.len() != n || v.len() != n {
         return Ok(None);
     }
     let (lr, wd) = (k.lr, k.weight_decay);
-    if wd != 0.0 {
-        if k.decoupled_weight_decay {
-            let decay = (1.0 - lr * wd) as f32;
-            p.iter_mut().for_each(|p| *p = *p * decay + 0.0);
-        } else {
-            let wd = wd as f32;
-            for (g, p) in g.iter_mut().zip(&p) {
-                *g += *p * wd + 0.0;
-            }
-        }
-    }
+    let decoupled_decay = (wd != 0.0 && k.decoupled_weight_decay).then_some((1.0 - lr * wd) as f32);
+    let l2_decay = (wd != 0.0 && !k.decoupled_weight_decay).then_some(wd as f32);
     let (beta1, one_minus_beta1) = (k.beta1 as f32, (1.0 - k.beta1) as f32);
     let (beta2, one_minus_beta2) = (k.beta2 as f32, (1.0 - k.beta2) as f32);
     let inv_bias_correction2_sqrt = (1.0 / k.bias_correction2_sqrt()) as f32;
     let eps = k.eps as f32;
     let step_size = (lr / k.bias_correction1()) as f32;
-    for (((p, g), m), v) in p.iter_mut().zip(&g).zip(m.iter_mut()).zip(v.iter_mut()) {
-        *m = (*m * beta1 + 0.0) + (g * one_minus_beta1 + 0.0);
-        *v = (*v * beta2 + 0.0) + ((g * g) * one_minus_beta2 + 0.0);
-        let denom = (v.sqrt() * inv_bias_correction2_sqrt + 0.0) * 1.0 + eps;
-        *p -= (*m / denom) * step_size + 0.0;
+    let (mut new_p, mut new_m, mut new_v) = (vec![0.0f32; n], vec![0.0f32; n], vec![0.0f32; n]);
+    let outputs = new_p.iter_mut().zip(new_m.iter_mut()).zip(new_v.iter_mut());
+    let inputs = p.iter().zip(g).zip(m).zip(v);
+    for (((np, nm), nv), (((&p, &g), &m), &v)) in outputs.zip(inputs) {
+        let g = match l2_decay {
+            Some(wd) => g + (p * wd + 0.0),
+            None => g,
+        };
+        let p = match decoupled_decay {
+            Some(decay) => p * decay + 0.0,
+            None => p,
+        };
+        *nm = (m * beta1 + 0.0) + (g * one_minus_beta1 + 0.0);
+        *nv = (v * beta2 + 0.0) + ((g * g) * one_minus_beta2 + 0.0);
+        let denom = (nv.sqrt() * inv_bias_correction2_sqrt + 0.0) * 1.0 + eps;
+        *np = p - ((*nm / denom) * step_size + 0.0);
     }
+    let (p, m, v) = (new_p, new_m, new_v);
     let (shape, dev) = (param.shape(), param.device());
     Ok(Some((
         Tensor::from_vec(p, shape, dev)?,
