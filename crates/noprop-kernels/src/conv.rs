@@ -357,8 +357,9 @@ pub(crate) fn conv_forward(
     (y, keep_argmax.then_some(argmax))
 }
 
-/// A mask must be a constant f32 CPU tensor of the output's shape.
-fn check_mask(mask: &Tensor, out_dims: &[usize]) -> Result<()> {
+/// A mask must have the output's shape (the one check, for the fast and the
+/// reference ops).
+pub(crate) fn check_mask(mask: &Tensor, out_dims: &[usize]) -> Result<()> {
     if mask.dims() != out_dims {
         bail!(
             "conv2d: mask must have the output's shape {out_dims:?}, got {:?}",

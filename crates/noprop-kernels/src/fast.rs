@@ -8,6 +8,7 @@
 use candle_core::{bail, DType, Result, Tensor};
 
 use crate::conv::{conv_geometry, Conv2dOp, Epilogue};
+use crate::im2col::ConvGeometry;
 use crate::pool::{pool_dims, MaxPool2x2Op};
 use crate::reference;
 
@@ -40,11 +41,8 @@ pub fn conv2d_relu_masked(
     mask: Option<&Tensor>,
 ) -> Result<Tensor> {
     let geo = conv_geometry(x, weight, bias)?;
-    let operands = [x, weight, bias];
-    if !on_cpu_f32(&operands) || !mask.is_none_or(|m| on_cpu_f32(&[m])) {
-        return reference::conv2d_relu_masked(x, weight, bias, mask);
-    }
-    Conv2dOp::apply(geo, Epilogue::Relu, x, weight, bias, mask)
+    let fallback = reference::conv2d_relu_masked;
+    fused(geo, Epilogue::Relu, [x, weight, bias], mask, fallback)
 }
 
 /// `maxpool2x2(relu(w ⋆ x + b))` in one pass: the full-size convolution
@@ -69,11 +67,32 @@ pub fn conv2d_relu_pool2x2_masked(
             geo.out_w()
         )
     }
-    let operands = [x, weight, bias];
-    if !on_cpu_f32(&operands) || !mask.is_none_or(|m| on_cpu_f32(&[m])) {
-        return reference::conv2d_relu_pool2x2_masked(x, weight, bias, mask);
+    let fallback = reference::conv2d_relu_pool2x2_masked;
+    fused(
+        geo,
+        Epilogue::ReluMaxPool,
+        [x, weight, bias],
+        mask,
+        fallback,
+    )
+}
+
+/// candle's ops for a masked convolution, same arguments.
+type MaskedFallback = fn(&Tensor, &Tensor, &Tensor, Option<&Tensor>) -> Result<Tensor>;
+
+/// The custom op when every operand (and the mask) is an f32 CPU tensor,
+/// else `fallback`.
+fn fused(
+    geo: ConvGeometry,
+    epilogue: Epilogue,
+    [x, weight, bias]: [&Tensor; 3],
+    mask: Option<&Tensor>,
+    fallback: MaskedFallback,
+) -> Result<Tensor> {
+    if !on_cpu_f32(&[x, weight, bias]) || !mask.is_none_or(|m| on_cpu_f32(&[m])) {
+        return fallback(x, weight, bias, mask);
     }
-    Conv2dOp::apply(geo, Epilogue::ReluMaxPool, x, weight, bias, mask)
+    Conv2dOp::apply(geo, epilogue, x, weight, bias, mask)
 }
 
 /// 2x2, stride-2 max pooling.

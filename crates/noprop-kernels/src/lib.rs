@@ -87,10 +87,7 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
 
 /// [`conv2d`] followed by ReLU, fused: `relu(w ⋆ x + b)`, same shapes.
 pub fn conv2d_relu(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
-    match kernel_backend()? {
-        KernelBackend::Fast => fast::conv2d_relu(x, weight, bias),
-        KernelBackend::Candle => reference::conv2d_relu(x, weight, bias),
-    }
+    conv2d_relu_masked(x, weight, bias, None)
 }
 
 /// [`conv2d_relu`] followed by [`max_pool2x2`], fused:
@@ -98,10 +95,7 @@ pub fn conv2d_relu(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor>
 /// `OH = H-K_h+1`, `OW = W-K_w+1` (both at least 2). Same values and
 /// gradients as the two ops in turn (ties go to the first maximum).
 pub fn conv2d_relu_pool2x2(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
-    match kernel_backend()? {
-        KernelBackend::Fast => fast::conv2d_relu_pool2x2(x, weight, bias),
-        KernelBackend::Candle => reference::conv2d_relu_pool2x2(x, weight, bias),
-    }
+    conv2d_relu_pool2x2_masked(x, weight, bias, None)
 }
 
 /// [`conv2d_relu`] times a constant mask of the output's shape, fused:

@@ -47,12 +47,10 @@ pub fn conv2d_relu_pool2x2_masked(
 fn apply_mask(y: Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
     match mask {
         None => Ok(y),
-        Some(m) if m.dims() == y.dims() => y.mul(&m.detach().to_dtype(y.dtype())?),
-        Some(m) => candle_core::bail!(
-            "conv2d: mask must have the output's shape {:?}, got {:?}",
-            y.dims(),
-            m.dims()
-        ),
+        Some(m) => {
+            crate::conv::check_mask(m, y.dims())?;
+            y.mul(&m.detach().to_dtype(y.dtype())?)
+        }
     }
 }
 
