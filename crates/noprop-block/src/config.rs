@@ -75,9 +75,16 @@ impl BlockConfig {
         self.latent_dim == self.image_dim()
     }
 
+    /// Sides of the three convolutional layers' outputs (after pooling where
+    /// there is pooling): `H1 = (H-2)/2`, `H1-2`, `S = (H1-4)/2`.
+    pub fn conv_layer_sides(&self) -> [usize; 3] {
+        let h1 = self.image_size.saturating_sub(2) / 2;
+        [h1, h1.saturating_sub(2), h1.saturating_sub(4) / 2]
+    }
+
     /// Side S of the last convolutional feature map (see the module doc).
     pub fn conv_output_side(&self) -> usize {
-        (self.image_size.saturating_sub(2) / 2).saturating_sub(4) / 2
+        self.conv_layer_sides()[2]
     }
 
     /// Width of the flattened convolutional features, 128 * S * S.
@@ -119,6 +126,10 @@ mod tests {
         assert_eq!(BlockConfig::for_mnist(10, 10).conv_output_side(), 4);
         // CIFAR: 32 -> 30 -> 15 -> 13 -> 11 -> 5.
         assert_eq!(BlockConfig::for_cifar(10, 10).conv_output_dim(), 128 * 25);
+        assert_eq!(
+            BlockConfig::for_mnist(10, 10).conv_layer_sides(),
+            [13, 11, 4]
+        );
         // Smallest valid: 14 -> 12 -> 6 -> 4 -> 2 -> 1.
         assert_eq!(BlockConfig::new(1, 14, 3, 3).conv_output_side(), 1);
     }

@@ -27,6 +27,7 @@ pub struct ConvBranch {
     conv3: Conv3x3,
     in_channels: usize,
     image_size: usize,
+    layer_sides: [usize; 3],
     output_dim: usize,
     dropout: f32,
 }
@@ -41,6 +42,7 @@ impl ConvBranch {
             conv3: Conv3x3::new(64, 128, vb.pp("conv3"))?,
             in_channels: config.in_channels,
             image_size: config.image_size,
+            layer_sides: config.conv_layer_sides(),
             output_dim: config.conv_output_dim(),
             dropout: config.dropout,
         })
@@ -67,7 +69,7 @@ impl ConvBranch {
         // (one graph node per layer); the masks are drawn in layer order, as
         // separate dropouts would draw them.
         let (batch, dev, p) = (x.dim(0)?, x.device(), self.dropout);
-        let [s1, s2, s3] = self.spatial_sizes();
+        let [s1, s2, s3] = self.layer_sides;
         let mask = mode.dropout_mask(p, (batch, 32, s1, s1), dev)?;
         let x = self.conv1.forward_relu_pool_masked(x, mask.as_ref())?;
         let mask = mode.dropout_mask(p, (batch, 64, s2, s2), dev)?;
@@ -75,11 +77,5 @@ impl ConvBranch {
         let mask = mode.dropout_mask(p, (batch, 128, s3, s3), dev)?;
         let x = self.conv3.forward_relu_pool_masked(&x, mask.as_ref())?;
         x.flatten_from(1)
-    }
-
-    /// Output side of each layer: `H1 = (H-2)/2`, `H1-2`, `S = (H1-4)/2`.
-    fn spatial_sizes(&self) -> [usize; 3] {
-        let h1 = (self.image_size - 2) / 2;
-        [h1, h1 - 2, (h1 - 4) / 2]
     }
 }

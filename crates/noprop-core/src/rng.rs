@@ -140,16 +140,15 @@ impl SeededRng {
         let scale = 1.0 / (1.0 - p);
         // 24 random bits of one 32-bit word per element: exact enough for any
         // p, cheap to draw. The words are drawn in bulk (the same words as one
-        // `next_u32` per element, a test checks it), and the comparison runs
-        // over the buffer in place.
+        // `next_u32` per element, a test checks it).
         let threshold = (p as f64 * (1u64 << 24) as f64) as u32;
         let mut words = vec![0u32; shape.elem_count()];
         self.inner.fill(&mut words[..]);
-        let mut data = vec![0.0f32; words.len()];
-        for (d, &w) in data.iter_mut().zip(&words) {
-            // Branch-free, so the loop vectorises.
-            *d = if (w >> 8) < threshold { 0.0 } else { scale };
-        }
+        // Collected in place: the words' buffer becomes the mask's.
+        let data: Vec<f32> = words
+            .into_iter()
+            .map(|w| if (w >> 8) < threshold { 0.0 } else { scale })
+            .collect();
         Tensor::from_vec(data, shape, device)
     }
 

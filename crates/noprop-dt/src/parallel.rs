@@ -154,9 +154,7 @@ impl NoPropDt {
         labels: &Tensor,
         rng: &mut SeededRng,
     ) -> Result<Vec<Tensor>> {
-        if self.embedding.var().is_some() {
-            candle_core::bail!("dt: parallel_blocks needs a fixed (one-hot) embedding");
-        }
+        // `DtConfig::validate` (run by `NoPropDt::new`) guarantees a fixed W.
         let step_seed = rng.next_u64();
         let w = self.embedding.matrix();
         let u_y = self.embedding.rows(labels)?;
