@@ -144,11 +144,13 @@ impl SeededRng {
         let threshold = (p as f64 * (1u64 << 24) as f64) as u32;
         let mut words = vec![0u32; shape.elem_count()];
         self.inner.fill(&mut words[..]);
-        // Collected in place: the words' buffer becomes the mask's.
-        let data: Vec<f32> = words
-            .into_iter()
-            .map(|w| if (w >> 8) < threshold { 0.0 } else { scale })
-            .collect();
+        // A plain loop into a second buffer: it vectorises, where collecting
+        // in place into the words' buffer did not (perf on the CT/FM
+        // training step: 0.8% vs 4.0% of the samples).
+        let mut data = vec![0.0f32; words.len()];
+        for (d, &w) in data.iter_mut().zip(&words) {
+            *d = if (w >> 8) < threshold { 0.0 } else { scale };
+        }
         Tensor::from_vec(data, shape, device)
     }
 
