@@ -218,9 +218,11 @@ impl ClassEmbedding {
         self.weight.index_select(labels, 0)
     }
 
-    /// The class whose embedding is nearest (Euclidean) to each row of z
-    /// [B, d]: the FM read-out. Returns [B] u32.
-    pub fn nearest_class(&self, z: &Tensor) -> Result<Tensor> {
+    /// Minus the squared Euclidean distance from each row of z [B, d] to
+    /// each class embedding, up to a per-row constant: -||w_c||^2 + 2 z.w_c
+    /// ([B, m]; ||z||^2 is the same for every class, so it changes neither
+    /// the argmax nor a softmax over classes). The FM read-out.
+    pub fn neg_sq_distances(&self, z: &Tensor) -> Result<Tensor> {
         let w = self.weight.to_dtype(z.dtype())?;
         if z.rank() != 2 || z.dim(1)? != w.dim(1)? {
             candle_core::bail!(
@@ -229,10 +231,15 @@ impl ClassEmbedding {
                 z.dims()
             );
         }
-        // ||z - w_c||^2 = ||z||^2 - 2 z.w_c + ||w_c||^2; ||z||^2 does not change the argmin.
         let cross = z.matmul(&w.t()?)?; // [B, m]
         let w_sq = w.sqr()?.sum(1)?.unsqueeze(0)?; // [1, m]
-        w_sq.broadcast_sub(&(cross * 2.0)?)?.argmin(D::Minus1)
+        (cross * 2.0)?.broadcast_sub(&w_sq)
+    }
+
+    /// The class whose embedding is nearest (Euclidean) to each row of z
+    /// [B, d]: the FM read-out. Returns [B] u32.
+    pub fn nearest_class(&self, z: &Tensor) -> Result<Tensor> {
+        self.neg_sq_distances(z)?.argmax(D::Minus1)
     }
 
     pub fn kind(&self) -> EmbeddingKind {

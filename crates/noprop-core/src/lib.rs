@@ -2,7 +2,7 @@
 //!
 //! The mathematics of NoProp (Li, Teh, Pascanu 2025) and the surface the
 //! variants share. Time runs from noise (z_0) to label (z_T, or z_1 in
-//! continuous time); see `shared/docs/noprop-spec.md`.
+//! continuous time); `docs/algorithm.md` states the mathematics.
 //!
 //! | module | what | used by |
 //! |---|---|---|
@@ -17,7 +17,8 @@
 //! | [`optim`] | [`Adam`] / AdamW matching PyTorch, per-group lr and decay, exportable state | all |
 //! | [`rng`] | [`SeededRng`]: every random number of the project | all |
 //! | [`params`] | [`ParamStore`]: seeded `VarBuilder` backend, sorted names | all |
-//! | [`variant`] | [`Variant`]: what the trainer drives | variants, trainer |
+//! | [`variant`] | [`Variant`], [`BuildVariant`], [`VariantConfig`]: what a trainer drives and builds | variants, trainer |
+//! | [`inference`] | batching, several runs, ensemble, accuracy ([`inference::evaluate`]) | variants, trainer |
 //!
 //! Conventions: host scalars are `f64`; tensors are f32 unless a caller
 //! builds in another dtype; shapes are written `[B, d]` (batch, latent
@@ -55,6 +56,7 @@
 //! Invariant: this crate does no I/O (no files, no network, no printing).
 
 pub mod embedding;
+pub mod inference;
 pub mod kl;
 pub mod marginal;
 pub mod mix;
@@ -79,4 +81,8 @@ pub use schedule::{
     PosteriorCoeffs, ScheduleRow, ScheduleValues,
 };
 pub use time_embedding::SinusoidalTimeEmbedding;
-pub use variant::{InferenceOptions, StepReport, Variant, VariantKind};
+pub use inference::{InferenceSettings, RunAccuracy};
+pub use variant::{
+    BuildVariant, InferenceOptions, ModelInit, ModelSpec, ScheduleTable, StepReport, Variant,
+    VariantConfig,
+};

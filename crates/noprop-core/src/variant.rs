@@ -1,33 +1,26 @@
-//! The surface every NoProp variant implements, so that the trainer can drive
-//! DT, CT and FM without knowing which one it holds.
+//! The surface every NoProp variant implements, so that a trainer can drive
+//! any of them without knowing which one it holds.
+//!
+//! - [`Variant`]: a model with its optimizers: one training step, one batch
+//!   of inference (each run's class probabilities), its variables and
+//!   optimizer state for checkpoints, its noise schedule as a table.
+//! - [`BuildVariant`]: how a variant is built from its configuration
+//!   ([`VariantConfig`]), fresh for training or blank for loading a
+//!   checkpoint into ([`ModelInit`]).
+//!
+//! This crate names no variant: each variant crate states its own
+//! [`BuildVariant::NAME`], and the trainer keeps the list.
 
 use std::collections::HashMap;
 
-use candle_core::{Result, Tensor};
+use candle_core::{Device, Result, Tensor};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::embedding::EmbeddingKind;
 use crate::ode::OdeSolver;
 use crate::params::ParamStore;
 use crate::rng::SeededRng;
-
-/// Which variant a model is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum VariantKind {
-    Dt,
-    Ct,
-    Fm,
-}
-
-impl VariantKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Dt => "dt",
-            Self::Ct => "ct",
-            Self::Fm => "fm",
-        }
-    }
-}
 
 /// The shape of the problem a model is built for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,6 +47,48 @@ impl ModelSpec {
     pub fn image_dim(&self) -> usize {
         self.in_channels * self.image_size * self.image_size
     }
+
+    /// Checks that `images` is `[B, C, H, W]` for this spec with B >= 1;
+    /// returns B. `who` names the caller in the error.
+    pub fn check_images(&self, images: &Tensor, who: &str) -> Result<usize> {
+        let want = [self.in_channels, self.image_size, self.image_size];
+        if images.rank() != 4 || images.dims()[1..] != want {
+            candle_core::bail!(
+                "{who}: images must be [B, {}, {}, {}], got {:?}",
+                want[0],
+                want[1],
+                want[2],
+                images.dims()
+            );
+        }
+        let b = images.dim(0)?;
+        if b == 0 {
+            candle_core::bail!("{who}: empty batch of images");
+        }
+        Ok(b)
+    }
+
+    /// Checks `images` as [`ModelSpec::check_images`] and that `labels` is
+    /// `[B]` of an integer dtype; returns B.
+    pub fn check_batch(&self, images: &Tensor, labels: &Tensor, who: &str) -> Result<usize> {
+        let b = self.check_images(images, who)?;
+        if labels.dims() != [b] {
+            candle_core::bail!(
+                "{who}: labels must be [B] = [{b}] (one per image), got {:?}",
+                labels.dims()
+            );
+        }
+        if !matches!(
+            labels.dtype(),
+            candle_core::DType::U32 | candle_core::DType::I64 | candle_core::DType::U8
+        ) {
+            candle_core::bail!(
+                "{who}: labels must be integers (u32), got {:?}",
+                labels.dtype()
+            );
+        }
+        Ok(b)
+    }
 }
 
 /// What one training step did, as plain numbers.
@@ -66,8 +101,11 @@ pub struct StepReport {
     pub terms: Vec<(String, f64)>,
 }
 
-/// How to run inference. `None` means the variant's configured default.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// How a variant runs one inference. `None` means the variant's configured
+/// default; a setting that does not apply to a variant is ignored by it.
+/// How many runs and how many images per batch are the caller's
+/// ([`crate::inference::InferenceSettings`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct InferenceOptions {
     /// ODE steps (CT, FM).
     pub steps: Option<usize>,
@@ -75,17 +113,36 @@ pub struct InferenceOptions {
     pub solver: Option<OdeSolver>,
     /// DT: no noise injected during posterior mixing.
     pub deterministic: Option<bool>,
-    /// Stochastic runs averaged (class probabilities averaged).
-    pub runs: Option<usize>,
 }
 
-/// A NoProp model with its optimizers: the unit the trainer drives.
-pub trait Variant {
-    /// Which variant this is.
-    fn kind(&self) -> VariantKind;
+/// A table of numbers with named columns (a noise schedule); `None` where
+/// a quantity is undefined (the DT step coefficients at t = 0).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScheduleTable {
+    /// What the table shows, e.g. "DT cosine schedule (T = 10)".
+    pub label: String,
+    /// Column names; the first is the time (`t`).
+    pub columns: Vec<String>,
+    /// One row per time point, one value per column.
+    pub rows: Vec<Vec<Option<f64>>>,
+}
 
-    /// Number of classes.
-    fn num_classes(&self) -> usize;
+impl ScheduleTable {
+    /// The values of column `name`, if there is one.
+    pub fn column(&self, name: &str) -> Option<Vec<Option<f64>>> {
+        let i = self.columns.iter().position(|c| c == name)?;
+        Some(self.rows.iter().map(|r| r.get(i).copied().flatten()).collect())
+    }
+}
+
+/// A NoProp model with its optimizers: the unit a trainer drives.
+pub trait Variant {
+    /// The variant's name ([`BuildVariant::NAME`]): the key of its
+    /// configuration section and of checkpoint metadata.
+    fn name(&self) -> &'static str;
+
+    /// The shape of the problem the model was built for.
+    fn spec(&self) -> ModelSpec;
 
     /// Called before each epoch (0-based), for variants whose training order
     /// depends on the epoch (the DT block sweep).
@@ -103,23 +160,18 @@ pub trait Variant {
         rng: &mut SeededRng,
     ) -> Result<StepReport>;
 
-    /// Class probabilities `[B, m]` (rows sum to 1) in inference mode.
-    fn predict_proba(
+    /// Class probabilities of `runs` independent inference runs on one
+    /// batch of images `[B, C, H, W]`: `runs` tensors `[B, m]` (rows sum to
+    /// 1), in evaluation mode, every random number from `rng`, run after
+    /// run. Work shared by the runs (the image features) is done once.
+    /// Callers bound B; [`crate::inference`] batches, averages and scores.
+    fn predict_runs(
         &self,
         images: &Tensor,
         options: &InferenceOptions,
+        runs: usize,
         rng: &mut SeededRng,
-    ) -> Result<Tensor>;
-
-    /// Predicted classes `[B]` u32: the argmax of [`Variant::predict_proba`].
-    fn predict(
-        &self,
-        images: &Tensor,
-        options: &InferenceOptions,
-        rng: &mut SeededRng,
-    ) -> Result<Tensor> {
-        self.predict_proba(images, options, rng)?.argmax(1)
-    }
+    ) -> Result<Vec<Tensor>>;
 
     /// The model's variables (parameters and buffers), sorted by name.
     fn params(&self) -> &ParamStore;
@@ -132,5 +184,69 @@ pub trait Variant {
     fn load_optimizer_state(&mut self, state: &HashMap<String, Tensor>) -> Result<()>;
 
     /// The variant's configuration as JSON (for checkpoint metadata).
-    fn config_json(&self) -> serde_json::Value;
+    fn config_json(&self) -> Result<serde_json::Value>;
+
+    /// The model's noise schedule on `grid` points (for variants with a
+    /// learned schedule) or at its steps (a fixed discrete one); `None` for
+    /// a variant without one.
+    fn schedule_table(&self, _grid: usize) -> Result<Option<ScheduleTable>> {
+        Ok(None)
+    }
+}
+
+/// A variant's configuration: serialisable with every default filled in,
+/// checked as a whole.
+pub trait VariantConfig:
+    Serialize + DeserializeOwned + Default + Clone + std::fmt::Debug + Send + Sync + 'static
+{
+    /// Checks every field, naming the first bad one.
+    fn validate(&self) -> Result<()>;
+
+    /// The class embedding it asks for.
+    fn embedding(&self) -> EmbeddingKind;
+}
+
+/// How a model's initial values are made.
+#[derive(Debug, Clone, Copy)]
+pub enum ModelInit<'a> {
+    /// For training: every value drawn from `SeededRng::new(seed)` and its
+    /// forks; `prototypes` (normalised training images `[N, C, H, W]`,
+    /// labels `[N]`) is required by prototype embeddings and ignored
+    /// otherwise.
+    Train {
+        seed: u64,
+        prototypes: Option<(&'a Tensor, &'a Tensor)>,
+    },
+    /// Right names and shapes for a checkpoint to be loaded into: no images
+    /// are needed, the values are overwritten.
+    ForLoading,
+}
+
+impl<'a> ModelInit<'a> {
+    /// The training seed (0 for [`ModelInit::ForLoading`]: the values are
+    /// overwritten) and the prototype source.
+    pub fn parts(self) -> (u64, Option<(&'a Tensor, &'a Tensor)>) {
+        match self {
+            ModelInit::Train { seed, prototypes } => (seed, prototypes),
+            ModelInit::ForLoading => (0, None),
+        }
+    }
+}
+
+/// A variant that can be built from its configuration alone.
+pub trait BuildVariant: Variant + Sized + 'static {
+    /// The variant's configuration.
+    type Config: VariantConfig;
+
+    /// Its name: the key of its configuration section (`[fm]`), of
+    /// `--variant` and of checkpoint metadata.
+    const NAME: &'static str;
+
+    /// Builds the model (validating `config`) on `device`.
+    fn build(
+        config: Self::Config,
+        spec: ModelSpec,
+        init: ModelInit<'_>,
+        device: &Device,
+    ) -> Result<Self>;
 }

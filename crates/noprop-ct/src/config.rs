@@ -6,7 +6,7 @@
 //! measured in this crate's README.
 
 use candle_core::Result;
-use noprop_core::{EmbeddingKind, LearnedScheduleConfig, OdeSolver};
+use noprop_core::{EmbeddingKind, LearnedScheduleConfig, OdeSolver, VariantConfig};
 use serde::{Deserialize, Serialize};
 
 /// How the training time t is drawn for each example.
@@ -90,11 +90,6 @@ pub struct CtConfig {
     pub inference_steps: usize,
     /// Default ODE integrator.
     pub solver: OdeSolver,
-    /// Default number of inference runs (from independent z_0) whose class
-    /// probabilities are averaged.
-    pub runs: usize,
-    /// Images per inference batch (bounds memory).
-    pub eval_batch_size: usize,
 }
 
 impl Default for CtConfig {
@@ -115,8 +110,6 @@ impl Default for CtConfig {
             warmup_steps: 0,
             inference_steps: 1000,
             solver: OdeSolver::Euler,
-            runs: 1,
-            eval_batch_size: 500,
         }
     }
 }
@@ -180,12 +173,6 @@ impl CtConfig {
         if self.inference_steps == 0 {
             candle_core::bail!("ct config: inference_steps must be at least 1");
         }
-        if self.runs == 0 {
-            candle_core::bail!("ct config: runs must be at least 1");
-        }
-        if self.eval_batch_size == 0 {
-            candle_core::bail!("ct config: eval_batch_size must be at least 1");
-        }
         Ok(())
     }
 
@@ -196,6 +183,16 @@ impl CtConfig {
         } else {
             (step as f64 / self.warmup_steps as f64).min(1.0)
         }
+    }
+}
+
+impl VariantConfig for CtConfig {
+    fn validate(&self) -> Result<()> {
+        CtConfig::validate(self)
+    }
+
+    fn embedding(&self) -> EmbeddingKind {
+        self.embedding
     }
 }
 
@@ -231,13 +228,6 @@ mod tests {
                     ..Default::default()
                 },
                 "inference_steps",
-            ),
-            (
-                CtConfig {
-                    runs: 0,
-                    ..Default::default()
-                },
-                "runs",
             ),
             (
                 CtConfig {

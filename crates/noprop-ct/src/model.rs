@@ -11,16 +11,15 @@
 //! t = 0 to 1 with the chosen stepper (the bounded form of
 //! ab' / (2 (1 - ab)) (u_hat / sqrt(ab) - z), since ab' = -gamma' ab (1 - ab));
 //! the image features are computed once per batch; probabilities
-//! softmax(head(z_1)), averaged over the runs.
+//! softmax(head(z_1)), per run.
 
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::Linear;
 use noprop_block::{BlockConfig, CtFmBlock, Mode};
 use noprop_core::optim::AdamConfig;
-use noprop_core::variant::ModelSpec;
 use noprop_core::{
-    kl_prior_tensor, marginal_sample_per_row, softmax_mix, Adam, ClassEmbedding, InferenceOptions,
-    LearnedSchedule, OdeSolver, ParamGroup, ParamStore, SeededRng, StepReport,
+    ModelInit, ModelSpec,    kl_prior_tensor, marginal_sample_per_row, softmax_mix, Adam, ClassEmbedding, InferenceOptions,
+    LearnedSchedule, ParamGroup, ParamStore, SeededRng, StepReport,
 };
 
 use crate::config::{CtConfig, TimeSampling};
@@ -95,6 +94,21 @@ impl NoPropCt {
         )
     }
 
+    /// Builds the model as `init` says (see [`ModelInit`]).
+    pub fn with_init(
+        config: CtConfig,
+        spec: ModelSpec,
+        init: ModelInit<'_>,
+        device: &Device,
+    ) -> Result<Self> {
+        match init {
+            ModelInit::Train { seed, prototypes } => {
+                Self::new(config, spec, prototypes, seed, device)
+            }
+            ModelInit::ForLoading => Self::for_loading(config, spec, device),
+        }
+    }
+
     fn build(
         config: CtConfig,
         spec: ModelSpec,
@@ -152,10 +166,6 @@ impl NoPropCt {
         &self.config
     }
 
-    pub fn spec(&self) -> ModelSpec {
-        self.spec
-    }
-
     pub fn block(&self) -> &CtFmBlock {
         &self.block
     }
@@ -175,34 +185,10 @@ impl NoPropCt {
         u64::from(self.optimizer.step_count(&format!("{HEAD_PREFIX}.bias")))
     }
 
-    fn check_batch(&self, images: &Tensor) -> Result<usize> {
-        let s = self.spec;
-        let want = [s.in_channels, s.image_size, s.image_size];
-        if images.rank() != 4 || images.dims()[1..] != want {
-            candle_core::bail!(
-                "ct: images must be [B, {}, {}, {}], got {:?}",
-                want[0],
-                want[1],
-                want[2],
-                images.dims()
-            );
-        }
-        let b = images.dim(0)?;
-        if b == 0 {
-            candle_core::bail!("ct: empty batch");
-        }
-        Ok(b)
-    }
 
     /// The loss terms on a batch, drawing t, z_t, z_1 and dropout from `rng`.
     pub fn loss(&self, images: &Tensor, labels: &Tensor, rng: &mut SeededRng) -> Result<CtLoss> {
-        let b = self.check_batch(images)?;
-        if labels.dims() != [b] {
-            candle_core::bail!(
-                "ct: labels must be [{b}] for {b} images, got {:?}",
-                labels.dims()
-            );
-        }
+        let b = self.spec.check_batch(images, labels, "ct")?;
         let labels = labels.to_dtype(DType::U32)?;
         let u_y = self.embedding.rows(&labels)?; // [B, d]
         let w = self.embedding.matrix();
@@ -292,61 +278,33 @@ impl NoPropCt {
         }
     }
 
-    /// Class probabilities [B, m] for images [B, C, H, W] by the
-    /// probability-flow ODE (see the module doc), in batches of
-    /// `eval_batch_size`.
-    pub fn predict_proba(
+    /// Each run's class probabilities [B, m] for one batch of images
+    /// [B, C, H, W] by the probability-flow ODE (see the module doc): the
+    /// image features are computed once for all runs.
+    pub(crate) fn predict_runs_batch(
         &self,
         images: &Tensor,
         options: &InferenceOptions,
-        rng: &mut SeededRng,
-    ) -> Result<Tensor> {
-        let n = self.check_batch(images)?;
-        let steps = options.steps.unwrap_or(self.config.inference_steps);
-        let solver = options.solver.unwrap_or(self.config.solver);
-        let runs = options.runs.unwrap_or(self.config.runs);
-        if steps == 0 || runs == 0 {
-            candle_core::bail!(
-                "ct: inference needs steps >= 1 and runs >= 1, got {steps} and {runs}"
-            );
-        }
-        let chunk = self.config.eval_batch_size;
-        let mut parts = Vec::with_capacity(n.div_ceil(chunk));
-        let mut start = 0;
-        while start < n {
-            let len = chunk.min(n - start);
-            let x = images.narrow(0, start, len)?;
-            parts.push(self.predict_proba_batch(&x, steps, solver, runs, rng)?);
-            start += len;
-        }
-        Tensor::cat(&parts, 0)
-    }
-
-    fn predict_proba_batch(
-        &self,
-        images: &Tensor,
-        steps: usize,
-        solver: OdeSolver,
         runs: usize,
         rng: &mut SeededRng,
-    ) -> Result<Tensor> {
-        let b = images.dim(0)?;
+    ) -> Result<Vec<Tensor>> {
+        let b = self.spec.check_images(images, "ct")?;
+        let steps = options.steps.unwrap_or(self.config.inference_steps);
+        let solver = options.solver.unwrap_or(self.config.solver);
+        if steps == 0 {
+            candle_core::bail!("ct: inference needs at least one ODE step");
+        }
         // Nothing here is trained: detach so no graph outlives a step.
         let features = self.block.image_features(images, Mode::Eval)?.detach();
         let w = self.embedding.matrix().detach();
-        let mut sum: Option<Tensor> = None;
-        for _ in 0..runs {
-            let z0 = rng.normal((b, self.embedding.dim()), &self.device)?;
-            let z1 =
-                solver.integrate(&z0, 0.0, 1.0, steps, |z, t| self.drift(&features, &w, z, t))?;
-            let probs = candle_nn::ops::softmax_last_dim(&self.head.forward(&z1)?.detach())?;
-            sum = Some(match sum {
-                None => probs,
-                Some(s) => (s + probs)?,
-            });
-        }
-        let sum = sum.expect("runs >= 1");
-        sum / runs as f64
+        (0..runs)
+            .map(|_| {
+                let z0 = rng.normal((b, self.embedding.dim()), &self.device)?;
+                let z1 = solver
+                    .integrate(&z0, 0.0, 1.0, steps, |z, t| self.drift(&features, &w, z, t))?;
+                candle_nn::ops::softmax_last_dim(&self.head.forward(&z1)?.detach())
+            })
+            .collect()
     }
 
     /// dz/dt = (-gamma'(t) / 2) (sqrt(ab) u_hat - ab z) at one time t for the
@@ -365,28 +323,6 @@ impl NoPropCt {
         let rate = (values.gamma_prime.detach() * -0.5)?; // [1]
         let toward = (u_hat.broadcast_mul(&ab.sqrt()?)? - z.broadcast_mul(&ab)?)?;
         Ok(toward.broadcast_mul(&rate)?.detach())
-    }
-
-    /// Accuracy of `predict_proba`'s argmax on `images` [N, C, H, W] against
-    /// `labels` [N].
-    pub fn evaluate(
-        &self,
-        images: &Tensor,
-        labels: &Tensor,
-        options: &InferenceOptions,
-        rng: &mut SeededRng,
-    ) -> Result<f64> {
-        let n = self.check_batch(images)?;
-        if labels.dims() != [n] {
-            candle_core::bail!("ct: labels must be [{n}], got {:?}", labels.dims());
-        }
-        let pred = self.predict_proba(images, options, rng)?.argmax(1)?;
-        let correct = pred
-            .eq(&labels.to_dtype(DType::U32)?)?
-            .to_dtype(DType::F64)?
-            .sum_all()?
-            .to_scalar::<f64>()?;
-        Ok(correct / n as f64)
     }
 }
 

@@ -4,7 +4,7 @@
 //! "NoProp-DT").
 
 use candle_core::Result;
-use noprop_core::{CosineSchedule, CosineScheduleConfig, EmbeddingKind};
+use noprop_core::{CosineSchedule, CosineScheduleConfig, EmbeddingKind, VariantConfig};
 use serde::{Deserialize, Serialize};
 
 /// In which order the blocks are trained (each block's loss is always
@@ -98,12 +98,6 @@ pub struct DtConfig {
     pub parallel_blocks: bool,
     /// Inference default: no noise injected by the posterior steps.
     pub deterministic: bool,
-    /// Inference default: stochastic runs whose class probabilities are
-    /// averaged.
-    pub runs: usize,
-    /// Images per inference chunk (bounds memory; results do not depend on it
-    /// except through the order of the random draws).
-    pub eval_batch_size: usize,
 }
 
 impl Default for DtConfig {
@@ -114,7 +108,7 @@ impl Default for DtConfig {
             alpha_bar_max: 0.9999,
             alpha_bar_min: 0.0,
             embedding: EmbeddingKind::OneHot,
-            dropout: 0.2,
+            dropout: noprop_block::config::DEFAULT_DROPOUT,
             lr: 1e-3,
             head_lr: None,
             weight_decay: 1e-3,
@@ -123,8 +117,6 @@ impl Default for DtConfig {
             train_blocks: None,
             parallel_blocks: false,
             deterministic: false,
-            runs: 1,
-            eval_batch_size: 500,
         }
     }
 }
@@ -223,13 +215,17 @@ impl DtConfig {
                 );
             }
         }
-        if self.runs == 0 {
-            candle_core::bail!("dt config: runs must be at least 1");
-        }
-        if self.eval_batch_size == 0 {
-            candle_core::bail!("dt config: eval_batch_size must be at least 1");
-        }
         Ok(())
+    }
+}
+
+impl VariantConfig for DtConfig {
+    fn validate(&self) -> Result<()> {
+        DtConfig::validate(self)
+    }
+
+    fn embedding(&self) -> EmbeddingKind {
+        self.embedding
     }
 }
 
@@ -362,14 +358,6 @@ mod tests {
                     ..base()
                 },
                 "twice",
-            ),
-            (DtConfig { runs: 0, ..base() }, "runs"),
-            (
-                DtConfig {
-                    eval_batch_size: 0,
-                    ..base()
-                },
-                "eval_batch_size",
             ),
         ];
         for (config, expected) in cases {

@@ -41,8 +41,8 @@ use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::Linear;
 use noprop_block::{layers::linear, BlockConfig, DtBlock};
 use noprop_core::optim::AdamConfig;
-use noprop_core::variant::ModelSpec;
 use noprop_core::{
+    ModelInit, ModelSpec,
     Adam, ClassEmbedding, CosineSchedule, EmbeddingKind, ParamStore, SeededRng, StepReport,
     EMBEDDING_WEIGHT,
 };
@@ -87,12 +87,30 @@ impl NoPropDt {
     /// Builds a model for `spec` with fresh, seeded parameters.
     /// `prototype_source` (normalised training images [N, C, H, W] and
     /// labels [N] u32) is required for prototype embeddings and ignored
-    /// otherwise.
+    /// otherwise. To load a checkpoint, build with [`ModelInit::ForLoading`].
     pub fn new(
         config: DtConfig,
         spec: ModelSpec,
         prototype_source: Option<(&Tensor, &Tensor)>,
         seed: u64,
+        device: &Device,
+    ) -> Result<Self> {
+        Self::with_init(
+            config,
+            spec,
+            ModelInit::Train {
+                seed,
+                prototypes: prototype_source,
+            },
+            device,
+        )
+    }
+
+    /// Builds the model as `init` says (see [`ModelInit`]).
+    pub fn with_init(
+        config: DtConfig,
+        spec: ModelSpec,
+        init: ModelInit<'_>,
         device: &Device,
     ) -> Result<Self> {
         config.validate()?;
@@ -104,17 +122,23 @@ impl NoPropDt {
             );
         }
         let schedule = CosineSchedule::from_config(&config.schedule_config())?;
+        let (seed, prototype_source) = init.parts();
         let root = SeededRng::new(seed);
         let store = ParamStore::new(root.fork(PARAM_STREAM));
         let m = spec.num_classes;
-        let embedding = ClassEmbedding::new(
-            config.embedding,
-            m,
-            &store,
-            &mut root.fork(EMBEDDING_STREAM),
-            prototype_source,
-            device,
-        )?;
+        let embedding = match init {
+            ModelInit::ForLoading => {
+                ClassEmbedding::for_loading(config.embedding, m, spec.image_dim(), &store, device)?
+            }
+            ModelInit::Train { .. } => ClassEmbedding::new(
+                config.embedding,
+                m,
+                &store,
+                &mut root.fork(EMBEDDING_STREAM),
+                prototype_source,
+                device,
+            )?,
+        };
         let d = embedding.dim();
         if config.embedding == EmbeddingKind::Prototype && d != spec.image_dim() {
             candle_core::bail!(
@@ -166,10 +190,6 @@ impl NoPropDt {
         &self.config
     }
 
-    pub fn spec(&self) -> ModelSpec {
-        self.spec
-    }
-
     pub fn device(&self) -> &Device {
         &self.device
     }
@@ -219,35 +239,14 @@ impl NoPropDt {
         Ok(())
     }
 
-    /// Checks a batch: images [B, C, H, W] f32 matching the spec, labels [B]
-    /// with the same B.
+    /// Checks images [B, C, H, W] against the spec; returns B.
     pub(crate) fn check_images(&self, images: &Tensor) -> Result<usize> {
-        let ModelSpec {
-            in_channels: c,
-            image_size: h,
-            ..
-        } = self.spec;
-        match images.dims() {
-            [b, ic, ih, iw] if (*ic, *ih, *iw) == (c, h, h) => Ok(*b),
-            dims => candle_core::bail!("dt: images must be [B, {c}, {h}, {h}], got {dims:?}"),
-        }
+        self.spec.check_images(images, "dt")
     }
 
+    /// Checks a batch: images as [`Self::check_images`], integer labels [B].
     pub(crate) fn check_batch(&self, images: &Tensor, labels: &Tensor) -> Result<usize> {
-        let b = self.check_images(images)?;
-        if labels.dims() != [b] {
-            candle_core::bail!(
-                "dt: labels must be [B] = [{b}] (one per image), got {:?}",
-                labels.dims()
-            );
-        }
-        if !matches!(labels.dtype(), DType::U32 | DType::I64 | DType::U8) {
-            candle_core::bail!(
-                "dt: labels must be integers (u32), got {:?}",
-                labels.dtype()
-            );
-        }
-        Ok(b)
+        self.spec.check_batch(images, labels, "dt")
     }
 
     /// The blocks that step on this minibatch (see [`TrainingOrder`]).

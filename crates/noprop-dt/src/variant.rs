@@ -1,19 +1,25 @@
-//! [`NoPropDt`] as a [`noprop_core::Variant`], the surface the trainer drives.
+//! [`NoPropDt`] as a [`noprop_core::Variant`], the surface a trainer drives,
+//! and as a [`noprop_core::BuildVariant`], how it is built from its
+//! configuration.
 
 use std::collections::HashMap;
 
-use candle_core::{Result, Tensor};
-use noprop_core::{InferenceOptions, ParamStore, SeededRng, StepReport, Variant, VariantKind};
+use candle_core::{Device, Result, Tensor};
+use noprop_core::{
+    BuildVariant, InferenceOptions, ModelInit, ModelSpec, ParamStore, ScheduleTable, SeededRng,
+    StepReport, Variant,
+};
 
+use crate::config::DtConfig;
 use crate::model::NoPropDt;
 
 impl Variant for NoPropDt {
-    fn kind(&self) -> VariantKind {
-        VariantKind::Dt
+    fn name(&self) -> &'static str {
+        <Self as BuildVariant>::NAME
     }
 
-    fn num_classes(&self) -> usize {
-        self.spec.num_classes
+    fn spec(&self) -> ModelSpec {
+        self.spec
     }
 
     /// Records the epoch: the sweep order trains block
@@ -32,15 +38,16 @@ impl Variant for NoPropDt {
         self.step(images, labels, rng)
     }
 
-    /// Posterior-mixing inference; `steps` and `solver` are ignored (DT
-    /// always takes its T steps).
-    fn predict_proba(
+    /// Posterior-mixing inference (`deterministic` applies); `steps` and
+    /// `solver` are ignored (DT always takes its T steps).
+    fn predict_runs(
         &self,
         images: &Tensor,
         options: &InferenceOptions,
+        runs: usize,
         rng: &mut SeededRng,
-    ) -> Result<Tensor> {
-        self.predict_proba_opts(images, options, rng)
+    ) -> Result<Vec<Tensor>> {
+        self.predict_runs_batch(images, options, runs, rng)
     }
 
     fn params(&self) -> &ParamStore {
@@ -57,7 +64,101 @@ impl Variant for NoPropDt {
         self.load_optimizer_tensors(state)
     }
 
-    fn config_json(&self) -> serde_json::Value {
-        serde_json::to_value(&self.config).unwrap_or(serde_json::Value::Null)
+    fn config_json(&self) -> Result<serde_json::Value> {
+        serde_json::to_value(&self.config)
+            .map_err(|e| candle_core::Error::Msg(format!("dt: config to JSON: {e}")))
+    }
+
+    /// The cosine schedule at t = 0..=T: alpha_bar, SNR, the SNR delta of
+    /// block t, its loss weight (T/2) eta delta, and the Eq. 3 coefficients
+    /// (`grid` does not apply: the schedule is discrete).
+    fn schedule_table(&self, _grid: usize) -> Result<Option<ScheduleTable>> {
+        Ok(Some(cosine_schedule_table(&self.config)?))
+    }
+}
+
+impl BuildVariant for NoPropDt {
+    type Config = DtConfig;
+    const NAME: &'static str = "dt";
+
+    fn build(
+        config: DtConfig,
+        spec: ModelSpec,
+        init: ModelInit<'_>,
+        device: &Device,
+    ) -> Result<Self> {
+        NoPropDt::with_init(config, spec, init, device)
+    }
+}
+
+/// DT's cosine schedule as a table (see [`Variant::schedule_table`]).
+pub fn cosine_schedule_table(config: &DtConfig) -> Result<ScheduleTable> {
+    let schedule = noprop_core::CosineSchedule::from_config(&config.schedule_config())?;
+    let t_max = config.num_blocks as f64;
+    let rows = schedule
+        .table()
+        .iter()
+        .map(|r| {
+            let weight = r.snr_delta.map(|d| t_max / 2.0 * config.eta * d);
+            vec![
+                Some(r.t as f64),
+                Some(r.alpha_bar),
+                Some(r.snr),
+                r.snr_delta,
+                weight,
+                r.a,
+                r.b,
+                r.c,
+            ]
+        })
+        .collect();
+    Ok(ScheduleTable {
+        label: format!(
+            "DT cosine schedule (T = {}, alpha_bar_max = {}, eta = {})",
+            config.num_blocks, config.alpha_bar_max, config.eta
+        ),
+        columns: [
+            "t",
+            "alpha_bar",
+            "snr",
+            "snr_delta",
+            "loss_weight",
+            "a_t",
+            "b_t",
+            "c_t",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_schedule_table_matches_the_core_schedule() {
+        let config = DtConfig {
+            num_blocks: 4,
+            eta: 0.5,
+            ..DtConfig::default()
+        };
+        let table = cosine_schedule_table(&config).unwrap();
+        assert_eq!(table.rows.len(), 5);
+        // Independently: alpha_bar_T is the clean-end clip, SNR = ab / (1 - ab),
+        // the loss weight is (T/2) eta (SNR(t) - SNR(t-1)), undefined at t = 0.
+        assert!((table.rows[4][1].unwrap() - 0.9999).abs() < 1e-12);
+        for t in 1..=4 {
+            let (prev, row) = (&table.rows[t - 1], &table.rows[t]);
+            let ab = row[1].unwrap();
+            assert!((row[2].unwrap() - ab / (1.0 - ab)).abs() < 1e-9 * row[2].unwrap());
+            let delta = row[2].unwrap() - prev[2].unwrap();
+            assert!(delta > 0.0);
+            assert!((row[3].unwrap() - delta).abs() < 1e-9 * delta);
+            assert!((row[4].unwrap() - 2.0 * 0.5 * delta).abs() < 1e-9 * row[4].unwrap());
+        }
+        assert_eq!(table.rows[0][3], None);
+        assert_eq!(table.rows[0][5], None);
     }
 }

@@ -1,7 +1,7 @@
 //! The NoProp-FM configuration.
 
 use candle_core::Result;
-use noprop_core::{EmbeddingKind, OdeSolver};
+use noprop_core::{EmbeddingKind, OdeSolver, VariantConfig};
 use serde::{Deserialize, Serialize};
 
 /// Hyperparameters of NoProp-FM. `Default` is the paper's MNIST setting.
@@ -27,10 +27,6 @@ pub struct FmConfig {
     pub inference_steps: usize,
     /// ODE integrator at inference.
     pub solver: OdeSolver,
-    /// Stochastic inference runs whose class probabilities are averaged.
-    pub inference_runs: usize,
-    /// Images per forward pass at inference (bounds memory).
-    pub eval_batch_size: usize,
 }
 
 impl Default for FmConfig {
@@ -39,13 +35,11 @@ impl Default for FmConfig {
             embedding: EmbeddingKind::OneHot,
             lr: 1e-3,
             weight_decay: 1e-3,
-            dropout: 0.2,
+            dropout: noprop_block::config::DEFAULT_DROPOUT,
             sigma: 0.0,
             anchor_weight: 1.0,
             inference_steps: 1000,
             solver: OdeSolver::Euler,
-            inference_runs: 1,
-            eval_batch_size: 1000,
         }
     }
 }
@@ -74,13 +68,17 @@ impl FmConfig {
         if self.inference_steps == 0 {
             return bad("inference_steps", "must be at least 1");
         }
-        if self.inference_runs == 0 {
-            return bad("inference_runs", "must be at least 1");
-        }
-        if self.eval_batch_size == 0 {
-            return bad("eval_batch_size", "must be at least 1");
-        }
         Ok(())
+    }
+}
+
+impl VariantConfig for FmConfig {
+    fn validate(&self) -> Result<()> {
+        FmConfig::validate(self)
+    }
+
+    fn embedding(&self) -> EmbeddingKind {
+        self.embedding
     }
 }
 

@@ -16,7 +16,7 @@
 //! - Inference: integrate dz/dt = v_hat from z_0 ~ N(0, I) over [0, 1]
 //!   (Euler, 1000 steps by default; Heun and RK4 available) with the image
 //!   features computed once per batch; the prediction is the class whose
-//!   embedding is nearest to z_1. [`Variant::predict_proba`] returns the
+//!   embedding is nearest to z_1. [`Variant::predict_runs`] returns the
 //!   softmax of minus the squared distances, whose argmax is that class.
 //!
 //! Variable names (checkpoint tensor names): `block.*` (see noprop-block),
@@ -25,7 +25,7 @@
 //!
 //! ```no_run
 //! use candle_core::{Device, Tensor};
-//! use noprop_core::{variant::ModelSpec, InferenceOptions, SeededRng, Variant};
+//! use noprop_core::{inference, InferenceOptions, InferenceSettings, ModelSpec, SeededRng, Variant};
 //! use noprop_fm::{FmConfig, NoPropFm};
 //!
 //! # fn main() -> candle_core::Result<()> {
@@ -37,16 +37,20 @@
 //! let report = model.train_step(&images, &labels, &mut rng)?;
 //! println!("loss {}", report.loss);
 //! let options = InferenceOptions { steps: Some(100), ..Default::default() };
-//! let classes = model.predict(&images, &options, &mut rng)?; // [8] u32
+//! let settings = InferenceSettings::new(options);
+//! let probs = inference::predict_proba(&model, &images, &settings, &mut rng)?; // [8, 10]
+//! let classes = probs.argmax(1)?; // [8] u32
 //! # let _ = classes;
 //! # Ok(())
 //! # }
 //! ```
 //!
-//! [`Variant::predict_proba`]: noprop_core::Variant::predict_proba
+//! [`Variant::predict_runs`]: noprop_core::Variant::predict_runs
 
 pub mod config;
 pub mod model;
+pub mod names;
+mod variant;
 
 pub use config::FmConfig;
 pub use model::NoPropFm;

@@ -6,41 +6,39 @@
 //! when W is learned). Inference: integrate dz/dt = v_hat from z_0 ~ N(0, I)
 //! over [0, 1] and read out the class whose embedding is nearest to z_1.
 
-use std::collections::HashMap;
-
-use candle_core::{DType, Device, Result, Tensor, D};
+use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::{Linear, Module};
-use noprop_block::{BlockConfig, CtFmBlock, Mode};
-use noprop_core::variant::ModelSpec;
+use noprop_block::{layers, BlockConfig, CtFmBlock, Mode};
 use noprop_core::{
-    linear_mix, Adam, AdamConfig, ClassEmbedding, EmbeddingKind, InferenceOptions, ParamStore,
-    SeededRng, StepReport, Variant, VariantKind,
+    linear_mix, Adam, AdamConfig, ClassEmbedding, EmbeddingKind, InferenceOptions, ModelInit,
+    ModelSpec, OdeSolver, ParamStore, SeededRng,
 };
 
 use crate::config::FmConfig;
+use crate::names::{BLOCK_PREFIX, HEAD_PREFIX};
 
-/// Prefix of the optimizer's state tensors in [`Variant::optimizer_state`].
-pub const OPTIM_PREFIX: &str = "optim.";
+/// Stream of the class-embedding initialisation (forked from the seed).
+const EMBEDDING_STREAM: u64 = 1;
 
 /// NoProp-FM with its optimizer.
 pub struct NoPropFm {
-    config: FmConfig,
-    spec: ModelSpec,
-    store: ParamStore,
-    block: CtFmBlock,
-    embedding: ClassEmbedding,
+    pub(crate) config: FmConfig,
+    pub(crate) spec: ModelSpec,
+    pub(crate) store: ParamStore,
+    pub(crate) block: CtFmBlock,
+    pub(crate) embedding: ClassEmbedding,
     /// d -> m, for the anchor loss; present only when W is learned.
-    head: Option<Linear>,
-    optimizer: Adam,
-    device: Device,
+    pub(crate) head: Option<Linear>,
+    pub(crate) optimizer: Adam,
+    pub(crate) device: Device,
 }
 
 impl NoPropFm {
-    /// Builds the model. Variables come from a seeded stream (`seed`), so the
-    /// same seed gives the same initial model. `prototype_source` (normalised
-    /// training images `[N, C, H, W]`, labels `[N]`) initialises prototype
-    /// embeddings; pass `None` with prototype embeddings only when the values
-    /// are about to be loaded from a checkpoint (W then starts at zero).
+    /// A fresh model for training. Every initial value comes from
+    /// `SeededRng::new(seed)` and its forks. `prototype_source` (normalised
+    /// training images `[N, C, H, W]`, labels `[N]`) is required by
+    /// prototype embeddings. To load a checkpoint, build with
+    /// [`ModelInit::ForLoading`] through [`noprop_core::BuildVariant`].
     pub fn new(
         config: FmConfig,
         spec: ModelSpec,
@@ -48,26 +46,57 @@ impl NoPropFm {
         seed: u64,
         device: &Device,
     ) -> Result<Self> {
+        Self::with_init(
+            config,
+            spec,
+            ModelInit::Train {
+                seed,
+                prototypes: prototype_source,
+            },
+            device,
+        )
+    }
+
+    /// Builds the model as `init` says (see [`ModelInit`]).
+    pub fn with_init(
+        config: FmConfig,
+        spec: ModelSpec,
+        init: ModelInit<'_>,
+        device: &Device,
+    ) -> Result<Self> {
         config.validate()?;
+        let (seed, prototypes) = init.parts();
         let root = SeededRng::new(seed);
         let store = ParamStore::new(root.fork(0));
-        let mut embedding_rng = root.fork(1);
         let vb = store.var_builder(DType::F32, device);
         let m = spec.num_classes;
         let d = config.embedding.dim(m, spec.image_dim());
         let block_config =
             BlockConfig::new(spec.in_channels, spec.image_size, d, m).with_dropout(config.dropout);
-        let block = CtFmBlock::new(&block_config, vb.pp("block"))?;
-        let embedding = match (config.embedding, prototype_source) {
-            (EmbeddingKind::Prototype, None) => {
+        let block = CtFmBlock::new(&block_config, vb.pp(BLOCK_PREFIX))?;
+        let embedding = match init {
+            ModelInit::ForLoading => {
                 ClassEmbedding::for_loading(config.embedding, m, spec.image_dim(), &store, device)?
             }
-            (kind, source) => {
-                ClassEmbedding::new(kind, m, &store, &mut embedding_rng, source, device)?
+            ModelInit::Train { .. } => {
+                if config.embedding == EmbeddingKind::Prototype && prototypes.is_none() {
+                    candle_core::bail!(
+                        "fm: prototype embeddings need the training images and labels"
+                    );
+                }
+                let mut embedding_rng = root.fork(EMBEDDING_STREAM);
+                ClassEmbedding::new(
+                    config.embedding,
+                    m,
+                    &store,
+                    &mut embedding_rng,
+                    prototypes,
+                    device,
+                )?
             }
         };
         let head = if embedding.is_learned() {
-            Some(candle_nn::linear(d, m, vb.pp("head"))?)
+            Some(layers::linear(d, m, vb.pp(HEAD_PREFIX))?)
         } else {
             None
         };
@@ -91,10 +120,6 @@ impl NoPropFm {
         &self.config
     }
 
-    pub fn spec(&self) -> ModelSpec {
-        self.spec
-    }
-
     pub fn block(&self) -> &CtFmBlock {
         &self.block
     }
@@ -109,13 +134,13 @@ impl NoPropFm {
     }
 
     /// The losses of one batch: (total, flow-matching, anchor CE).
-    fn losses(
+    pub(crate) fn losses(
         &self,
         images: &Tensor,
         labels: &Tensor,
         rng: &mut SeededRng,
     ) -> Result<(Tensor, Tensor, Option<Tensor>)> {
-        let batch = images.dim(0)?;
+        let batch = self.spec.check_batch(images, labels, "fm")?;
         let d = self.embedding.dim();
         let u_y = self.embedding.rows(labels)?; // z_1 [B, d]
         let z0 = rng.normal((batch, d), &self.device)?;
@@ -143,148 +168,55 @@ impl NoPropFm {
         }
     }
 
-    /// z_1 for one chunk of images, from `z0` [B, d], with the image features
-    /// computed once.
-    fn integrate(
+    /// Each run's class probabilities [B, m] on one batch of images: per
+    /// run, z_0 ~ N(0, I) [B, d] is integrated to z_1 with the image
+    /// features computed once for all runs, and read out as the softmax
+    /// over classes of minus the squared distance to each embedding (its
+    /// argmax is the nearest embedding).
+    pub(crate) fn predict_runs_batch(
         &self,
         images: &Tensor,
-        z0: &Tensor,
-        steps: usize,
-        solver: noprop_core::OdeSolver,
-    ) -> Result<Tensor> {
-        let batch = images.dim(0)?;
+        options: &InferenceOptions,
+        runs: usize,
+        rng: &mut SeededRng,
+    ) -> Result<Vec<Tensor>> {
+        let batch = self.spec.check_images(images, "fm")?;
+        let steps = options.steps.unwrap_or(self.config.inference_steps);
+        let solver = options.solver.unwrap_or(self.config.solver);
+        if steps == 0 {
+            candle_core::bail!("fm: inference needs at least one ODE step");
+        }
         // Detached: inference must not record a backprop graph, which would
         // keep every step's activations alive (the weights are variables).
         let features = self.block.image_features(images, Mode::Eval)?.detach();
         let w = self.embedding.matrix().detach();
-        solver.integrate(&z0.detach(), 0.0, 1.0, steps, |z, t| {
+        let d = self.embedding.dim();
+        (0..runs)
+            .map(|_| {
+                let z0 = rng.normal((batch, d), &self.device)?;
+                let z1 = self.integrate(&features, &w, &z0, steps, solver)?;
+                candle_nn::ops::softmax_last_dim(&self.embedding.neg_sq_distances(&z1)?)
+            })
+            .collect()
+    }
+
+    /// z_1 from `z0` [B, d] by integrating dz/dt = v_hat(x, z, t) over
+    /// [0, 1] on the batch's image `features`.
+    fn integrate(
+        &self,
+        features: &Tensor,
+        w: &Tensor,
+        z0: &Tensor,
+        steps: usize,
+        solver: OdeSolver,
+    ) -> Result<Tensor> {
+        let batch = z0.dim(0)?;
+        solver.integrate(z0, 0.0, 1.0, steps, |z, t| {
             let t = Tensor::full(t as f32, batch, &self.device)?;
             let logits = self
                 .block
-                .forward_from_features(&features, z, &t, Mode::Eval)?;
-            Ok(linear_mix(&logits, &w)?.detach())
+                .forward_from_features(features, z, &t, Mode::Eval)?;
+            Ok(linear_mix(&logits, w)?.detach())
         })
-    }
-
-    /// Class probabilities from z_1: softmax over classes of minus the squared
-    /// distance to each embedding (argmax = nearest embedding).
-    fn distance_proba(&self, z1: &Tensor) -> Result<Tensor> {
-        let w = self.embedding.matrix();
-        let cross = z1.matmul(&w.t()?)?; // [B, m]
-        let w_sq = w.sqr()?.sum(1)?.unsqueeze(0)?; // [1, m]
-        let z_sq = z1.sqr()?.sum_keepdim(1)?; // [B, 1]
-        let dist = (w_sq.broadcast_sub(&(cross * 2.0)?)?.broadcast_add(&z_sq))?;
-        candle_nn::ops::softmax(&dist.neg()?, D::Minus1)
-    }
-
-    /// Test accuracy in [0, 1] of `images` [N, C, H, W] against `labels` [N].
-    pub fn evaluate(
-        &self,
-        images: &Tensor,
-        labels: &Tensor,
-        options: &InferenceOptions,
-        rng: &mut SeededRng,
-    ) -> Result<f64> {
-        let predicted = self.predict(images, options, rng)?;
-        let labels = labels.to_dtype(DType::U32)?;
-        let correct = predicted
-            .eq(&labels)?
-            .to_dtype(DType::F32)?
-            .sum_all()?
-            .to_scalar::<f32>()?;
-        Ok(correct as f64 / images.dim(0)? as f64)
-    }
-}
-
-impl Variant for NoPropFm {
-    fn kind(&self) -> VariantKind {
-        VariantKind::Fm
-    }
-
-    fn num_classes(&self) -> usize {
-        self.spec.num_classes
-    }
-
-    fn train_step(
-        &mut self,
-        images: &Tensor,
-        labels: &Tensor,
-        rng: &mut SeededRng,
-    ) -> Result<StepReport> {
-        let (total, flow, anchor) = self.losses(images, labels, rng)?;
-        self.optimizer.backward_step(&total)?;
-        let mut terms = vec![("flow".to_string(), flow.to_scalar::<f32>()? as f64)];
-        if let Some(ce) = anchor {
-            terms.push(("anchor_ce".to_string(), ce.to_scalar::<f32>()? as f64));
-        }
-        Ok(StepReport {
-            loss: total.to_scalar::<f32>()? as f64,
-            terms,
-        })
-    }
-
-    fn predict_proba(
-        &self,
-        images: &Tensor,
-        options: &InferenceOptions,
-        rng: &mut SeededRng,
-    ) -> Result<Tensor> {
-        let steps = options.steps.unwrap_or(self.config.inference_steps);
-        let solver = options.solver.unwrap_or(self.config.solver);
-        let runs = options.runs.unwrap_or(self.config.inference_runs);
-        if steps == 0 || runs == 0 {
-            candle_core::bail!("fm inference: steps and runs must be at least 1");
-        }
-        let n = images.dim(0)?;
-        let d = self.embedding.dim();
-        let mut chunks = Vec::new();
-        let mut start = 0;
-        while start < n {
-            let len = self.config.eval_batch_size.min(n - start);
-            let x = images.narrow(0, start, len)?;
-            let mut sum: Option<Tensor> = None;
-            for _ in 0..runs {
-                let z0 = rng.normal((len, d), &self.device)?;
-                let p = self.distance_proba(&self.integrate(&x, &z0, steps, solver)?)?;
-                sum = Some(match sum {
-                    Some(s) => (s + p)?,
-                    None => p,
-                });
-            }
-            let sum = sum.expect("runs >= 1");
-            chunks.push((sum / runs as f64)?);
-            start += len;
-        }
-        Tensor::cat(&chunks, 0)
-    }
-
-    fn params(&self) -> &ParamStore {
-        &self.store
-    }
-
-    fn optimizer_state(&self) -> Result<Vec<(String, Tensor)>> {
-        Ok(self
-            .optimizer
-            .state()?
-            .into_iter()
-            .map(|(n, t)| (format!("{OPTIM_PREFIX}{n}"), t))
-            .collect())
-    }
-
-    fn load_optimizer_state(&mut self, state: &HashMap<String, Tensor>) -> Result<()> {
-        let mut inner = HashMap::new();
-        for (name, t) in state {
-            let Some(stripped) = name.strip_prefix(OPTIM_PREFIX) else {
-                candle_core::bail!(
-                    "fm: optimizer state `{name}` lacks the `{OPTIM_PREFIX}` prefix"
-                );
-            };
-            inner.insert(stripped.to_string(), t.clone());
-        }
-        self.optimizer.load_state(&inner)
-    }
-
-    fn config_json(&self) -> serde_json::Value {
-        serde_json::to_value(&self.config).expect("FmConfig serialises")
     }
 }
