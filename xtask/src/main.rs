@@ -19,7 +19,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Train NoProp-DT, -CT and -FM on MNIST and write a comparison report.
+    /// Train every variant on MNIST and write a comparison report.
     TrainAll(train_all::TrainAllArgs),
     /// Set up a CUDA 13.0 toolkit under target/ (pip wheels, or the system's).
     CudaToolkit(cuda::toolkit::ToolkitArgs),

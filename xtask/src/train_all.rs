@@ -1,32 +1,33 @@
-//! `cargo xtask train-all`: train NoProp-DT, -CT and -FM on MNIST with the
-//! same data and seed, evaluate each, and write a comparison report.
+//! `cargo xtask train-all`: train every registered variant on MNIST with
+//! the same data and seed, evaluate each, and write a comparison report.
 //!
-//! Thin by design: it builds the `noprop` binary (release) and runs it:
+//! Thin by design, and it knows no variant: it builds the `noprop` binary
+//! (release), asks it for the variants (`noprop info --list --json`) and
+//! runs it with each variant's preset file:
 //!
 //! 1. `cargo build --release -p noprop-train` (`--features cuda` into
 //!    `target/cuda` for `--device cuda`), unless `--noprop BIN` is given;
-//! 2. per variant: `noprop train ... --out OUT/<variant>`, then
-//!    `noprop eval --checkpoint OUT/<variant>/last.safetensors --json` and
-//!    `noprop info --checkpoint ... --json`, their stdout saved as
-//!    `eval.json` and `info.json` in the run directory (for CT also
-//!    `noprop info --variant ct --config OUT/ct/config.toml --json`, the
-//!    untrained model's schedule, as `info-initial.json`);
+//! 2. per variant: `noprop train --config <preset> ... --out OUT/<variant>`,
+//!    then `noprop eval --checkpoint OUT/<variant>/last.safetensors --json`
+//!    (the final model with the run's own inference settings) and
+//!    `noprop info --checkpoint ... --json`, saved as `eval.json` and
+//!    `info.json` in the run directory, and `noprop info --variant <v>
+//!    --config OUT/<v>/config.toml --json` (the untrained model, for the
+//!    starting point of a learned schedule) as `info-initial.json`;
 //! 3. `noprop compare --runs OUT/<variant>... --out OUT`, which writes
 //!    `report.md`, `report.json` and the plots and prints the summary table.
 //!
-//! Presets (`--epochs` and `--train-limit` override them):
+//! Presets (`--epochs`, `--train-limit`, `--test-limit` override them):
 //!
-//! | preset | data | epochs | for |
-//! |---|---|---|---|
-//! | default | all 60,000 train / 10,000 test images ([`DEFAULT_PLAN`]) | DT 1, CT 3, FM 3 | this 2-core CPU, about 15 minutes |
-//! | `--quick` | 5,000 train / 1,000 test images | 1 | trying it out: a few minutes |
-//! | `--preset paper` | full MNIST, `configs/paper-mnist-<v>.toml` | 100 | a GPU |
+//! | preset | files | for |
+//! |---|---|---|
+//! | default | `configs/default/<variant>.toml`: all 60,000 train / 10,000 test images, DT 1 epoch, CT and FM 3 | this 2-core CPU, about 15 minutes |
+//! | `--quick` | the default files, 1 epoch of 5,000 train / 1,000 test images | trying it out: a few minutes |
+//! | `--preset paper` | `configs/paper-mnist-<variant>.toml`: 100 epochs | a GPU |
 //!
-//! Outside the paper preset, CT and FM infer with 100 ODE steps
-//! ([`FAST_INFERENCE_STEPS`]) instead of the paper's 1000, and on the CPU
-//! DT trains its blocks concurrently (`--set dt.parallel_blocks=true`, the
-//! same algorithm with per-block random streams; see noprop-dt's
-//! `parallel.rs`), about 1.3x faster on 2 cores.
+//! The default DT preset trains the blocks of a minibatch concurrently on
+//! the CPU's threads, which a GPU does not support: use `--preset paper`
+//! with `--device cuda`.
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
@@ -35,24 +36,6 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-
-/// The variants, in report order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Variant {
-    Dt,
-    Ct,
-    Fm,
-}
-
-impl Variant {
-    pub fn name(self) -> &'static str {
-        match self {
-            Variant::Dt => "dt",
-            Variant::Ct => "ct",
-            Variant::Fm => "fm",
-        }
-    }
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Preset {
@@ -86,9 +69,10 @@ pub struct TrainAllArgs {
     /// Epochs for every variant (default: the preset's).
     #[arg(long, value_name = "N")]
     pub epochs: Option<usize>,
-    /// Variants to train, comma-separated.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "dt,ct,fm")]
-    pub variants: Vec<Variant>,
+    /// Variants to train, comma-separated (default: every variant, in the
+    /// order `noprop info --list` gives).
+    #[arg(long, value_delimiter = ',')]
+    pub variants: Option<Vec<String>>,
     /// A few minutes: 5,000 training images, 1,000 test images, 1 epoch.
     #[arg(long, conflicts_with = "preset")]
     pub quick: bool,
@@ -115,52 +99,35 @@ pub struct TrainAllArgs {
     pub dry_run: bool,
 }
 
-/// What the default preset trains on this 2-core CPU, per variant:
-/// (variant, training images (None: all 60,000), epochs). Every variant sees
-/// the whole training set and is tested on all 10,000 test images after
-/// every epoch. DT steps its T = 10 blocks on every batch, so one DT epoch
-/// costs about as much as ten CT or FM epochs: DT gets 1 epoch, CT and FM 3.
-/// The committed run (docs/results/, README "## Results") gives the
-/// measured times on this machine.
-pub const DEFAULT_PLAN: [(Variant, Option<usize>, usize); 3] = [
-    (Variant::Dt, None, 1),
-    (Variant::Ct, None, 3),
-    (Variant::Fm, None, 3),
-];
-
-/// ODE steps of CT and FM inference outside the paper preset (per-epoch and
-/// final evaluation). The variants default to the paper's 1000; the spec's
-/// reference measured 100 Euler steps within 0.25 points of 1000, at a
-/// tenth of the cost.
-const FAST_INFERENCE_STEPS: usize = 100;
-
-/// Points of the CT schedule grid asked of `noprop info` (a smooth curve).
-const SCHEDULE_GRID: usize = 101;
-
 /// `--quick` sizes.
 const QUICK_TRAIN_LIMIT: usize = 5_000;
 const QUICK_TEST_LIMIT: usize = 1_000;
 
+/// Points of a learned schedule's grid asked of `noprop info` (a smooth
+/// curve).
+const SCHEDULE_GRID: usize = 101;
+
 /// The settings of one variant's run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunSettings {
-    pub variant: Variant,
-    pub epochs: usize,
+    pub variant: String,
+    /// The preset file passed as `--config`.
+    pub config: PathBuf,
+    /// Epochs, when not the preset's.
+    pub epochs: Option<usize>,
     pub train_limit: Option<usize>,
     pub test_limit: Option<usize>,
-    /// A preset config file passed as `--config`.
-    pub config: Option<PathBuf>,
-    /// ODE steps of inference (CT, FM); None: the variant's default.
-    pub inference_steps: Option<usize>,
-    /// DT trains its blocks concurrently (`dt.parallel_blocks`): outside the
-    /// paper preset, on the CPU.
-    pub parallel_blocks: bool,
 }
 
-/// Resolves each requested variant's settings from the preset and flags.
-pub fn run_settings(args: &TrainAllArgs, workspace: &Path) -> Result<Vec<RunSettings>> {
-    if args.variants.is_empty() {
-        bail!("--variants needs at least one of dt, ct, fm");
+/// Resolves each variant's settings from the preset and flags. `variants`
+/// are the names to train, in order.
+pub fn run_settings(
+    args: &TrainAllArgs,
+    variants: &[String],
+    workspace: &Path,
+) -> Result<Vec<RunSettings>> {
+    if variants.is_empty() {
+        bail!("--variants needs at least one variant");
     }
     if args.epochs == Some(0) {
         bail!("--epochs must be at least 1");
@@ -168,53 +135,37 @@ pub fn run_settings(args: &TrainAllArgs, workspace: &Path) -> Result<Vec<RunSett
     if args.train_limit == Some(0) || args.test_limit == Some(0) {
         bail!("--train-limit and --test-limit must be at least 1");
     }
-    let mut seen = Vec::new();
-    let mut settings = Vec::new();
-    for &variant in &args.variants {
-        if seen.contains(&variant) {
-            bail!("--variants lists {} twice", variant.name());
+    let mut settings: Vec<RunSettings> = Vec::new();
+    for variant in variants {
+        if settings.iter().any(|s| &s.variant == variant) {
+            bail!("--variants lists {variant} twice");
         }
-        seen.push(variant);
-        let (train_limit, test_limit, epochs, config) = if args.quick {
-            (Some(QUICK_TRAIN_LIMIT), Some(QUICK_TEST_LIMIT), 1, None)
-        } else {
-            match args.preset {
-                Preset::Default => {
-                    let (_, limit, epochs) = DEFAULT_PLAN
-                        .iter()
-                        .find(|(v, _, _)| *v == variant)
-                        .copied()
-                        .expect("DEFAULT_PLAN lists every variant");
-                    (limit, None, epochs, None)
-                }
-                Preset::Paper => {
-                    let config = workspace
-                        .join("configs")
-                        .join(format!("paper-mnist-{}.toml", variant.name()));
-                    if !config.is_file() {
-                        bail!(
-                            "--preset paper needs {} (the paper's settings for {})",
-                            config.display(),
-                            variant.name()
-                        );
-                    }
-                    (None, None, 100, Some(config))
-                }
-            }
+        let config = match args.preset {
+            Preset::Default => workspace
+                .join("configs")
+                .join("default")
+                .join(format!("{variant}.toml")),
+            Preset::Paper => workspace
+                .join("configs")
+                .join(format!("paper-mnist-{variant}.toml")),
         };
-        let uses_ode = matches!(variant, Variant::Ct | Variant::Fm);
-        let inference_steps =
-            (uses_ode && args.preset != Preset::Paper).then_some(FAST_INFERENCE_STEPS);
+        if !config.is_file() {
+            bail!(
+                "no preset for {variant}: {} does not exist (every variant has one; see configs/)",
+                config.display()
+            );
+        }
+        let (epochs, train_limit, test_limit) = if args.quick {
+            (Some(1), Some(QUICK_TRAIN_LIMIT), Some(QUICK_TEST_LIMIT))
+        } else {
+            (None, None, None)
+        };
         settings.push(RunSettings {
-            variant,
-            epochs: args.epochs.unwrap_or(epochs),
+            variant: variant.clone(),
+            config,
+            epochs: args.epochs.or(epochs),
             train_limit: args.train_limit.or(train_limit),
             test_limit: args.test_limit.or(test_limit),
-            config,
-            inference_steps,
-            parallel_blocks: variant == Variant::Dt
-                && args.preset != Preset::Paper
-                && args.device == Device::Cpu,
         });
     }
     Ok(settings)
@@ -228,37 +179,39 @@ pub struct Step {
     pub stdout_to: Option<PathBuf>,
 }
 
-/// The commands `train-all` runs, in order.
-pub fn plan(args: &TrainAllArgs, workspace: &Path, noprop: &Path) -> Result<Vec<Step>> {
-    let settings = run_settings(args, workspace)?;
+/// The commands `train-all` runs, in order, for `variants`.
+pub fn plan(
+    args: &TrainAllArgs,
+    variants: &[String],
+    workspace: &Path,
+    noprop: &Path,
+) -> Result<Vec<Step>> {
+    let settings = run_settings(args, variants, workspace)?;
     let out = absolute(&args.out, workspace);
     let mut steps = Vec::new();
     let mut run_dirs = Vec::new();
+    let saved = |command: Command, to: PathBuf| Step {
+        command,
+        stdout_to: Some(to),
+    };
     for s in &settings {
-        let run_dir = out.join(s.variant.name());
+        let run_dir = out.join(&s.variant);
         let mut train = Command::new(noprop);
-        train.arg("train").arg("--variant").arg(s.variant.name());
-        if let Some(config) = &s.config {
-            train.arg("--config").arg(config);
-        }
         train
+            .arg("train")
+            .arg("--config")
+            .arg(&s.config)
             .arg("--seed")
-            .arg(args.seed.to_string())
-            .arg("--epochs")
-            .arg(s.epochs.to_string())
-            .arg("--device")
-            .arg(args.device.name());
+            .arg(args.seed.to_string());
+        if let Some(n) = s.epochs {
+            train.arg("--epochs").arg(n.to_string());
+        }
+        train.arg("--device").arg(args.device.name());
         if let Some(n) = s.train_limit {
             train.arg("--train-limit").arg(n.to_string());
         }
         if let Some(n) = s.test_limit {
             train.arg("--test-limit").arg(n.to_string());
-        }
-        if let Some(steps) = s.inference_steps {
-            train.arg("--set").arg(format!("eval.steps={steps}"));
-        }
-        if s.parallel_blocks {
-            train.arg("--set").arg("dt.parallel_blocks=true");
         }
         train.arg("--out").arg(&run_dir);
         steps.push(Step {
@@ -266,22 +219,16 @@ pub fn plan(args: &TrainAllArgs, workspace: &Path, noprop: &Path) -> Result<Vec<
             stdout_to: None,
         });
 
-        // The final model, evaluated once more on its own: the report's
-        // test accuracy and inference time.
+        // The final model, evaluated once more on its own (with the run's
+        // inference settings): the report's test accuracy and inference time.
         let checkpoint = run_dir.join("last.safetensors");
         let mut eval = Command::new(noprop);
         eval.arg("eval").arg("--checkpoint").arg(&checkpoint);
         if let Some(n) = s.test_limit {
             eval.arg("--test-limit").arg(n.to_string());
         }
-        if let Some(steps) = s.inference_steps {
-            eval.arg("--steps").arg(steps.to_string());
-        }
         eval.arg("--json");
-        steps.push(Step {
-            command: eval,
-            stdout_to: Some(run_dir.join("eval.json")),
-        });
+        steps.push(saved(eval, run_dir.join("eval.json")));
         let mut info = Command::new(noprop);
         info.arg("info")
             .arg("--checkpoint")
@@ -289,28 +236,19 @@ pub fn plan(args: &TrainAllArgs, workspace: &Path, noprop: &Path) -> Result<Vec<
             .arg("--grid")
             .arg(SCHEDULE_GRID.to_string())
             .arg("--json");
-        steps.push(Step {
-            command: info,
-            stdout_to: Some(run_dir.join("info.json")),
-        });
-        if s.variant == Variant::Ct {
-            // The same model before training, for the learned schedule's
-            // starting point.
-            let mut initial = Command::new(noprop);
-            initial
-                .arg("info")
-                .arg("--variant")
-                .arg("ct")
-                .arg("--config")
-                .arg(run_dir.join("config.toml"))
-                .arg("--grid")
-                .arg(SCHEDULE_GRID.to_string())
-                .arg("--json");
-            steps.push(Step {
-                command: initial,
-                stdout_to: Some(run_dir.join("info-initial.json")),
-            });
-        }
+        steps.push(saved(info, run_dir.join("info.json")));
+        // The same model before training: where a learned schedule started.
+        let mut initial = Command::new(noprop);
+        initial
+            .arg("info")
+            .arg("--variant")
+            .arg(&s.variant)
+            .arg("--config")
+            .arg(run_dir.join("config.toml"))
+            .arg("--grid")
+            .arg(SCHEDULE_GRID.to_string())
+            .arg("--json");
+        steps.push(saved(initial, run_dir.join("info-initial.json")));
         run_dirs.push(run_dir);
     }
     let mut compare = Command::new(noprop);
@@ -327,6 +265,28 @@ pub fn plan(args: &TrainAllArgs, workspace: &Path, noprop: &Path) -> Result<Vec<
     Ok(steps)
 }
 
+/// The registered variants, from `noprop info --list --json`.
+fn registered_variants(noprop: &Path) -> Result<Vec<String>> {
+    let output = Command::new(noprop)
+        .args(["info", "--list", "--json"])
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("could not run {} info --list", noprop.display()))?;
+    if !output.status.success() {
+        bail!("`{} info --list --json` failed ({})", noprop.display(), output.status);
+    }
+    let list: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout)
+        .context("`noprop info --list --json` did not print a JSON list")?;
+    list.iter()
+        .map(|v| {
+            v.get("name")
+                .and_then(serde_json::Value::as_str)
+                .map(String::from)
+                .context("`noprop info --list --json`: an entry has no name")
+        })
+        .collect()
+}
+
 /// The `cargo xtask train-all ...` line that reproduces this run, for the
 /// report.
 pub fn command_line(args: &TrainAllArgs) -> String {
@@ -340,8 +300,7 @@ pub fn command_line(args: &TrainAllArgs) -> String {
     if args.preset == Preset::Paper {
         line.push_str(" --preset paper");
     }
-    let variants: Vec<&str> = args.variants.iter().map(|v| v.name()).collect();
-    if variants != ["dt", "ct", "fm"] {
+    if let Some(variants) = &args.variants {
         let _ = write!(line, " --variants {}", variants.join(","));
     }
     if let Some(n) = args.epochs {
@@ -474,8 +433,10 @@ fn run_step(step: &mut Step) -> Result<()> {
 pub fn run(args: &TrainAllArgs) -> Result<()> {
     let start = Instant::now();
     let workspace = workspace_root();
-    // Settings errors before the (long) build.
-    run_settings(args, &workspace)?;
+    // Settings errors before the (long) build, where the variants are known.
+    if let Some(variants) = &args.variants {
+        run_settings(args, variants, &workspace)?;
+    }
     let noprop = match &args.noprop {
         Some(bin) => {
             if !bin.is_file() && !args.dry_run {
@@ -485,8 +446,12 @@ pub fn run(args: &TrainAllArgs) -> Result<()> {
         }
         None => build_noprop(&workspace, args.device, args.dry_run)?,
     };
+    let variants = match &args.variants {
+        Some(v) => v.clone(),
+        None => registered_variants(&noprop)?,
+    };
     let out = absolute(&args.out, &workspace);
-    let mut steps = plan(args, &workspace, &noprop)?;
+    let mut steps = plan(args, &variants, &workspace, &noprop)?;
     if args.dry_run {
         for step in &steps {
             match &step.stdout_to {
@@ -496,8 +461,8 @@ pub fn run(args: &TrainAllArgs) -> Result<()> {
         }
         return Ok(());
     }
-    for variant in &args.variants {
-        let run_dir = out.join(variant.name());
+    for variant in &variants {
+        let run_dir = out.join(variant);
         // A previous run in the same place would be appended to or refused:
         // start afresh, but only over something that is a run directory.
         if run_dir.join("config.toml").is_file() || run_dir.join("metrics.jsonl").is_file() {
@@ -543,62 +508,80 @@ mod tests {
         steps.iter().map(|s| describe(&s.command)).collect()
     }
 
+    /// A workspace with preset files for the made-up variants `alpha` and
+    /// `beta` (train-all knows no variant by name).
+    struct Workspace(PathBuf);
+
+    impl Workspace {
+        fn new(tag: &str) -> Self {
+            let ws = std::env::temp_dir().join(format!("xtask-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&ws);
+            std::fs::create_dir_all(ws.join("configs/default")).unwrap();
+            for v in ["alpha", "beta"] {
+                std::fs::write(ws.join(format!("configs/default/{v}.toml")), "").unwrap();
+            }
+            std::fs::write(ws.join("configs/paper-mnist-alpha.toml"), "").unwrap();
+            Self(ws)
+        }
+    }
+
+    impl Drop for Workspace {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
     #[test]
     fn default_plan_trains_evaluates_and_compares_every_variant() {
+        let ws = Workspace::new("default");
+        let w = ws.0.display().to_string();
         let args = parse(&[]);
-        let ws = Path::new("/ws");
-        let steps = plan(&args, ws, Path::new("/bin/noprop")).unwrap();
+        let steps = plan(&args, &names(&["alpha", "beta"]), &ws.0, Path::new("/bin/noprop")).unwrap();
         let lines = lines(&steps);
-        // 3 commands per variant (4 for CT), then compare.
-        assert_eq!(lines.len(), 11);
+        // 4 commands per variant, then compare.
+        assert_eq!(lines.len(), 9);
         assert_eq!(
             lines[0],
-            "/bin/noprop train --variant dt --seed 0 --epochs 1 --device cpu --set dt.parallel_blocks=true --out /ws/runs/compare/dt"
+            format!("/bin/noprop train --config {w}/configs/default/alpha.toml --seed 0 --device cpu --out {w}/runs/compare/alpha")
         );
         assert_eq!(
             lines[1],
-            "/bin/noprop eval --checkpoint /ws/runs/compare/dt/last.safetensors --json"
+            format!("/bin/noprop eval --checkpoint {w}/runs/compare/alpha/last.safetensors --json")
         );
         assert_eq!(
             lines[2],
-            "/bin/noprop info --checkpoint /ws/runs/compare/dt/last.safetensors --grid 101 --json"
-        );
-        assert_eq!(
-            steps[1].stdout_to.as_deref(),
-            Some(Path::new("/ws/runs/compare/dt/eval.json"))
-        );
-        assert_eq!(
-            steps[2].stdout_to.as_deref(),
-            Some(Path::new("/ws/runs/compare/dt/info.json"))
+            format!("/bin/noprop info --checkpoint {w}/runs/compare/alpha/last.safetensors --grid 101 --json")
         );
         assert_eq!(
             lines[3],
-            "/bin/noprop train --variant ct --seed 0 --epochs 3 --device cpu --set eval.steps=100 --out /ws/runs/compare/ct"
+            format!("/bin/noprop info --variant alpha --config {w}/runs/compare/alpha/config.toml --grid 101 --json")
         );
         assert_eq!(
-            lines[4],
-            "/bin/noprop eval --checkpoint /ws/runs/compare/ct/last.safetensors --steps 100 --json"
+            steps[1].stdout_to.as_deref(),
+            Some(ws.0.join("runs/compare/alpha/eval.json").as_path())
         );
         assert_eq!(
-            lines[6],
-            "/bin/noprop info --variant ct --config /ws/runs/compare/ct/config.toml --grid 101 --json"
+            steps[3].stdout_to.as_deref(),
+            Some(ws.0.join("runs/compare/alpha/info-initial.json").as_path())
         );
         assert_eq!(
-            steps[6].stdout_to.as_deref(),
-            Some(Path::new("/ws/runs/compare/ct/info-initial.json"))
-        );
-        assert_eq!(
-            lines[10],
-            "/bin/noprop compare --runs /ws/runs/compare/dt /ws/runs/compare/ct /ws/runs/compare/fm --out /ws/runs/compare --note 'cargo xtask train-all'"
+            lines[8],
+            format!("/bin/noprop compare --runs {w}/runs/compare/alpha {w}/runs/compare/beta --out {w}/runs/compare --note 'cargo xtask train-all'")
         );
     }
 
     #[test]
     fn quick_and_overrides() {
+        let ws = Workspace::new("quick");
+        let w = ws.0.display().to_string();
         let args = parse(&[
             "--quick",
             "--variants",
-            "fm,dt",
+            "beta,alpha",
             "--epochs",
             "2",
             "--seed",
@@ -606,54 +589,48 @@ mod tests {
             "--out",
             "/tmp/x",
         ]);
-        let steps = plan(&args, Path::new("/ws"), Path::new("noprop")).unwrap();
+        let variants = args.variants.clone().unwrap();
+        let steps = plan(&args, &variants, &ws.0, Path::new("noprop")).unwrap();
         let lines = lines(&steps);
-        assert_eq!(lines.len(), 7);
+        assert_eq!(lines.len(), 9);
         assert_eq!(
             lines[0],
-            "noprop train --variant fm --seed 7 --epochs 2 --device cpu --train-limit 5000 --test-limit 1000 --set eval.steps=100 --out /tmp/x/fm"
+            format!("noprop train --config {w}/configs/default/beta.toml --seed 7 --epochs 2 --device cpu --train-limit 5000 --test-limit 1000 --out /tmp/x/beta")
         );
         assert_eq!(
             lines[1],
-            "noprop eval --checkpoint /tmp/x/fm/last.safetensors --test-limit 1000 --steps 100 --json"
+            "noprop eval --checkpoint /tmp/x/beta/last.safetensors --test-limit 1000 --json"
         );
-        assert!(lines[3].starts_with("noprop train --variant dt "));
-        assert!(lines[6].ends_with(
-            "--note 'cargo xtask train-all --out /tmp/x --quick --variants fm,dt --epochs 2 --seed 7'"
+        assert!(lines[4].contains("default/alpha.toml"));
+        assert!(lines[8].ends_with(
+            "--note 'cargo xtask train-all --out /tmp/x --quick --variants beta,alpha --epochs 2 --seed 7'"
         ));
     }
 
     #[test]
     fn paper_preset_uses_the_config_files() {
-        let ws = std::env::temp_dir().join(format!("xtask-train-all-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&ws);
-        std::fs::create_dir_all(&ws).unwrap();
-        let args = parse(&["--preset", "paper", "--variants", "ct", "--device", "cuda"]);
-        let err = plan(&args, &ws, Path::new("noprop")).unwrap_err();
-        assert!(err.to_string().contains("paper-mnist-ct.toml"), "{err}");
-        std::fs::create_dir(ws.join("configs")).unwrap();
-        std::fs::write(ws.join("configs/paper-mnist-ct.toml"), "").unwrap();
-        let steps = plan(&args, &ws, Path::new("noprop")).unwrap();
-        std::fs::remove_dir_all(&ws).unwrap();
+        let ws = Workspace::new("paper");
+        let args = parse(&["--preset", "paper", "--device", "cuda"]);
+        let err = plan(&args, &names(&["beta"]), &ws.0, Path::new("noprop")).unwrap_err();
+        assert!(err.to_string().contains("paper-mnist-beta.toml"), "{err}");
+        let steps = plan(&args, &names(&["alpha"]), &ws.0, Path::new("noprop")).unwrap();
         let train = describe(&steps[0].command);
-        assert!(train.contains("--config "), "{train}");
         assert!(
-            train.contains("paper-mnist-ct.toml --seed 0 --epochs 100 --device cuda --out"),
+            train.contains("paper-mnist-alpha.toml --seed 0 --device cuda --out"),
             "{train}"
         );
     }
 
     #[test]
     fn bad_arguments_are_rejected() {
-        let ws = Path::new("/ws");
-        for bad in [
-            vec!["--epochs", "0"],
-            vec!["--train-limit", "0"],
-            vec!["--variants", "dt,dt"],
-        ] {
-            assert!(run_settings(&parse(&bad), ws).is_err(), "{bad:?}");
+        let ws = Workspace::new("bad");
+        let both = names(&["alpha", "beta"]);
+        for bad in [vec!["--epochs", "0"], vec!["--train-limit", "0"]] {
+            assert!(run_settings(&parse(&bad), &both, &ws.0).is_err(), "{bad:?}");
         }
-        assert!(Wrapper::try_parse_from(["x", "--variants", "xx"]).is_err());
+        assert!(run_settings(&parse(&[]), &names(&["alpha", "alpha"]), &ws.0).is_err());
+        assert!(run_settings(&parse(&[]), &names(&["gamma"]), &ws.0).is_err());
+        assert!(run_settings(&parse(&[]), &[], &ws.0).is_err());
         assert!(Wrapper::try_parse_from(["x", "--quick", "--preset", "paper"]).is_err());
         assert!(Wrapper::try_parse_from(["x", "--device", "tpu"]).is_err());
     }

@@ -232,15 +232,29 @@ pub fn evaluate(
     settings: &InferenceSettings,
     rng: &mut SeededRng,
 ) -> candle_core::Result<RunAccuracy> {
+    evaluate_with_progress(model, images, labels, settings, rng, &mut |_| {})
+}
+
+/// [`evaluate`], calling `done(n)` after each batch of n images.
+pub fn evaluate_with_progress(
+    model: &dyn Variant,
+    images: &Tensor,
+    labels: &Tensor,
+    settings: &InferenceSettings,
+    rng: &mut SeededRng,
+    done: &mut dyn FnMut(usize),
+) -> candle_core::Result<RunAccuracy> {
+    settings.check()?;
     let n = model.spec().check_batch(images, labels, model.name())?;
     let mut total = RunAccuracy::default();
     let mut start = 0;
     while start < n {
-        let len = settings.batch_size.max(1).min(n - start);
+        let len = settings.batch_size.min(n - start);
         let x = images.narrow(0, start, len)?;
         let y = labels.narrow(0, start, len)?;
         let per_run = predict_runs(model, &x, settings, rng)?;
         total.add(&RunAccuracy::score(&per_run, &y)?)?;
+        done(len);
         start += len;
     }
     Ok(total)

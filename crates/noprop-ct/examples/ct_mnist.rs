@@ -17,6 +17,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
+use noprop_core::inference::{self, InferenceSettings};
 use noprop_core::variant::ModelSpec;
 use noprop_core::{
     EmbeddingKind, InferenceOptions, LearnedScheduleConfig, OdeSolver, SeededRng, Variant,
@@ -32,6 +33,7 @@ struct Args {
     config: CtConfig,
     alpha_bar: (f64, f64),
     steps: Vec<usize>,
+    runs: usize,
     seed: u64,
 }
 
@@ -53,6 +55,7 @@ fn parse_args() -> Result<Args> {
         config: CtConfig::default(),
         alpha_bar: (0.01, 0.99),
         steps: vec![100],
+        runs: 1,
         seed: 0,
     };
     let mut it = std::env::args().skip(1);
@@ -78,7 +81,7 @@ fn parse_args() -> Result<Args> {
             "--lr" => c.lr = num(&value)?,
             "--head-lr" => c.head_lr = Some(num(&value)?),
             "--solver" => c.solver = parse_solver(&value)?,
-            "--runs" => c.runs = num(&value)? as usize,
+            "--runs" => args.runs = num(&value)? as usize,
             "--steps" => {
                 args.steps = value
                     .split(',')
@@ -95,8 +98,8 @@ fn parse_args() -> Result<Args> {
     }
     args.config.schedule =
         LearnedScheduleConfig::from_alpha_bar_range(lo, hi, args.config.schedule.hidden);
-    if args.batch_size == 0 || args.epochs == 0 || args.steps.contains(&0) {
-        bail!("need --batch-size, --epochs and every --steps >= 1");
+    if args.batch_size == 0 || args.epochs == 0 || args.runs == 0 || args.steps.contains(&0) {
+        bail!("need --batch-size, --epochs, --runs and every --steps >= 1");
     }
     args.config.validate()?;
     Ok(args)
@@ -166,12 +169,20 @@ fn main() -> Result<()> {
         };
         let started = Instant::now();
         let mut eval_rng = SeededRng::new(args.seed).fork(200);
-        let accuracy = model.evaluate(test.images(), test.labels(), &options, &mut eval_rng)?;
+        let settings = InferenceSettings::new(options).with_runs(args.runs);
+        let accuracy = inference::evaluate(
+            &model,
+            test.images(),
+            test.labels(),
+            &settings,
+            &mut eval_rng,
+        )?;
         println!(
-            "test accuracy ({steps} {} steps, {} run(s)): {:.2}% in {:.1} s",
+            "test accuracy ({steps} {} steps, {} run(s)): mean of single runs {:.2}%, ensemble {:.2}% in {:.1} s",
             model.config().solver.as_str(),
-            model.config().runs,
-            100.0 * accuracy,
+            args.runs,
+            100.0 * accuracy.mean(),
+            100.0 * accuracy.ensemble(),
             started.elapsed().as_secs_f64()
         );
     }

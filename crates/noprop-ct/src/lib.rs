@@ -36,6 +36,7 @@
 //!
 //! ```no_run
 //! use candle_core::{Device, Tensor};
+//! use noprop_core::inference::{self, InferenceSettings};
 //! use noprop_core::variant::ModelSpec;
 //! use noprop_core::{InferenceOptions, SeededRng, Variant};
 //! use noprop_ct::{CtConfig, NoPropCt};
@@ -49,8 +50,9 @@
 //! let report = model.train_step(&images, &labels, &mut rng)?;
 //! println!("loss {}", report.loss);
 //! let options = InferenceOptions { steps: Some(100), ..Default::default() };
-//! let accuracy = model.evaluate(&images, &labels, &options, &mut rng)?;
-//! println!("accuracy {accuracy}");
+//! let settings = InferenceSettings::new(options);
+//! let accuracy = inference::evaluate(&model, &images, &labels, &settings, &mut rng)?;
+//! println!("accuracy {}", accuracy.mean());
 //! # Ok(())
 //! # }
 //! ```

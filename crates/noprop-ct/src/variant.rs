@@ -83,8 +83,7 @@ impl Variant for NoPropCt {
         let values = self
             .schedule()
             .evaluate(&Tensor::from_vec(t.clone(), n, &self.device)?)?;
-        let column =
-            |x: &Tensor| -> Result<Vec<f32>> { x.to_dtype(DType::F32)?.to_vec1::<f32>() };
+        let column = |x: &Tensor| -> Result<Vec<f32>> { x.to_dtype(DType::F32)?.to_vec1::<f32>() };
         let (gamma, alpha_bar, snr, snr_prime) = (
             column(&values.gamma)?,
             column(&values.alpha_bar)?,

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor};
+use noprop_core::inference::{self, InferenceSettings};
 use noprop_core::variant::ModelSpec;
 use noprop_core::{InferenceOptions, SeededRng, Variant};
 use noprop_ct::{CtConfig, NoPropCt};
@@ -74,14 +75,15 @@ fn learns_real_mnist_far_above_chance() {
     let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len() as f64;
     let (first, last) = (mean(&losses[..8]), mean(&losses[losses.len() - 8..]));
     assert!(last < 0.7 * first, "loss {first} -> {last}");
-    let acc = m
-        .evaluate(
-            data.test().images(),
-            data.test().labels(),
-            &InferenceOptions::default(),
-            &mut SeededRng::new(9),
-        )
-        .unwrap();
+    let acc = inference::evaluate(
+        &m,
+        data.test().images(),
+        data.test().labels(),
+        &InferenceSettings::default(),
+        &mut SeededRng::new(9),
+    )
+    .unwrap()
+    .mean();
     assert!(acc > 0.5, "test accuracy {acc}");
 }
 
@@ -145,12 +147,17 @@ fn probabilities_rows_sum_to_one_and_bad_input_is_an_error() {
     let (x, y) = batch(data.test(), 0, 16);
     let options = InferenceOptions {
         steps: Some(5),
-        runs: Some(2),
         ..Default::default()
     };
-    let p = m
-        .predict_proba(&x, &options, &mut SeededRng::new(1))
-        .unwrap();
+    let settings = InferenceSettings::new(options).with_runs(2);
+    let runs = inference::predict_runs(&m, &x, &settings, &mut SeededRng::new(1)).unwrap();
+    assert_eq!(runs.len(), 2);
+    // The only randomness is z_0: the two runs differ.
+    assert_ne!(
+        runs[0].flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        runs[1].flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    );
+    let p = inference::predict_proba(&m, &x, &settings, &mut SeededRng::new(1)).unwrap();
     assert_eq!(p.dims(), &[16, 10]);
     let sums = p.sum(1).unwrap().to_vec1::<f32>().unwrap();
     assert!(sums.iter().all(|s| (s - 1.0).abs() < 1e-5), "{sums:?}");
@@ -166,7 +173,11 @@ fn probabilities_rows_sum_to_one_and_bad_input_is_an_error() {
         steps: Some(0),
         ..Default::default()
     };
-    assert!(m.predict_proba(&x, &zero_steps, &mut rng).is_err());
+    let err = inference::predict_proba(&m, &x, &InferenceSettings::new(zero_steps), &mut rng)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("ODE step"), "{err}");
+    assert!(inference::predict_proba(&m, &flat, &InferenceSettings::default(), &mut rng).is_err());
     let bad = CtConfig {
         eta: -1.0,
         ..CtConfig::default()

@@ -16,7 +16,8 @@
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Device, Tensor};
+use candle_core::Device;
+use noprop_core::inference::{self, InferenceSettings};
 use noprop_core::variant::ModelSpec;
 use noprop_core::{EmbeddingKind, InferenceOptions, SeededRng, Variant};
 use noprop_data::{Dataset, DatasetConfig, DatasetKind};
@@ -128,37 +129,32 @@ fn main() -> Result<()> {
     let mut eval_rng = SeededRng::new(args.seed).fork(200);
     let (images, labels) = (test.images(), test.labels());
     let started = Instant::now();
-    let deterministic = model.evaluate(
+    let options = |deterministic: bool| InferenceOptions {
+        deterministic: Some(deterministic),
+        ..Default::default()
+    };
+    let deterministic = inference::evaluate(
+        &model,
         images,
         labels,
-        &InferenceOptions {
-            deterministic: Some(true),
-            runs: Some(1),
-            ..Default::default()
-        },
+        &InferenceSettings::new(options(true)),
         &mut eval_rng,
-    )?;
+    )?
+    .mean();
     let det_seconds = started.elapsed().as_secs_f64();
     // All stochastic runs in one pass (the image features are shared).
     let started = Instant::now();
-    let per_run = model.predict_proba_runs(images, false, args.runs, &mut eval_rng)?;
+    let scores = inference::evaluate(
+        &model,
+        images,
+        labels,
+        &InferenceSettings::new(options(false)).with_runs(args.runs),
+        &mut eval_rng,
+    )?;
     let sto_seconds = started.elapsed().as_secs_f64();
-    let labels = labels.to_dtype(DType::U32)?;
-    let accuracy = |probs: &Tensor| -> Result<f64> {
-        let hits = probs
-            .argmax(1)?
-            .eq(&labels)?
-            .to_dtype(DType::F64)?
-            .sum_all()?;
-        Ok(hits.to_scalar::<f64>()? / test.len() as f64)
-    };
-    let single: Vec<f64> = per_run.iter().map(accuracy).collect::<Result<_>>()?;
-    let mut sum = per_run[0].clone();
-    for p in &per_run[1..] {
-        sum = (sum + p)?;
-    }
-    let averaged = accuracy(&sum)?;
-    let mean_single = single.iter().sum::<f64>() / single.len() as f64;
+    let single = scores.per_run();
+    let averaged = scores.ensemble();
+    let mean_single = scores.mean();
     println!(
         "test accuracy: deterministic {:.2}% ({det_seconds:.1} s); stochastic: mean of {} single runs {:.2}% (runs {:?}), probabilities averaged over the runs {:.2}% ({sto_seconds:.1} s for all runs)",
         100.0 * deterministic,

@@ -31,10 +31,10 @@
 //!   minibatch). `train_blocks` restricts training to a subset; the other
 //!   blocks stay bitwise untouched.
 //! - **Inference** (`inference.rs`): posterior mixing (Eq. 3) from
-//!   z_0 ~ N(0, I), optionally without injected noise (`deterministic`) or
-//!   averaging the probabilities of several runs (`runs`); prediction
-//!   softmax(head(z_T)). Each block's image features are computed once per
-//!   chunk of images and shared by all runs. `InferenceOptions::steps` and
+//!   z_0 ~ N(0, I), optionally without injected noise (`deterministic`);
+//!   prediction softmax(head(z_T)). Each block's image features are
+//!   computed once per batch of images and shared by all the runs asked
+//!   for (batching, ensembles and accuracy: `noprop_core::inference`). `InferenceOptions::steps` and
 //!   `solver` do not apply (always T steps) and are ignored.
 //!
 //! ## Variable names (checkpoint tensor names)
@@ -68,6 +68,7 @@
 //!
 //! ```no_run
 //! use candle_core::{Device, Tensor};
+//! use noprop_core::inference::{self, InferenceSettings};
 //! use noprop_core::variant::ModelSpec;
 //! use noprop_core::{InferenceOptions, SeededRng, Variant};
 //! use noprop_dt::{DtConfig, NoPropDt};
@@ -83,8 +84,9 @@
 //! let report = model.train_step(&images, &labels, &mut rng)?;
 //! println!("loss {:.4} {:?}", report.loss, report.terms);
 //! let options = InferenceOptions { deterministic: Some(true), ..Default::default() };
-//! let accuracy = model.evaluate(&images, &labels, &options, &mut rng)?;
-//! println!("accuracy {accuracy:.3}");
+//! let settings = InferenceSettings::new(options);
+//! let accuracy = inference::evaluate(&model, &images, &labels, &settings, &mut rng)?;
+//! println!("accuracy {:.3}", accuracy.mean());
 //! # Ok(())
 //! # }
 //! ```

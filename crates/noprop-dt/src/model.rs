@@ -42,9 +42,8 @@ use candle_nn::Linear;
 use noprop_block::{layers::linear, BlockConfig, DtBlock};
 use noprop_core::optim::AdamConfig;
 use noprop_core::{
-    ModelInit, ModelSpec,
-    Adam, ClassEmbedding, CosineSchedule, EmbeddingKind, ParamStore, SeededRng, StepReport,
-    EMBEDDING_WEIGHT,
+    Adam, ClassEmbedding, CosineSchedule, EmbeddingKind, ModelInit, ModelSpec, ParamStore,
+    SeededRng, StepReport, EMBEDDING_WEIGHT,
 };
 
 use crate::config::{DtConfig, TrainingOrder};

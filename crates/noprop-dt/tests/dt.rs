@@ -9,8 +9,9 @@ use std::collections::HashMap;
 use candle_core::{DType, Module, Tensor};
 use common::{batch, mnist, optimizer_snapshot, snapshot, tensor_map, train, values, DEV};
 use noprop_block::Mode;
+use noprop_core::inference::{self, InferenceSettings};
 use noprop_core::variant::ModelSpec;
-use noprop_core::{EmbeddingKind, InferenceOptions, SeededRng, Variant, VariantKind};
+use noprop_core::{EmbeddingKind, InferenceOptions, SeededRng, Variant};
 use noprop_dt::{names::is_block_var, DtConfig, NoPropDt, TrainingOrder};
 
 fn model(config: DtConfig, seed: u64) -> NoPropDt {
@@ -57,19 +58,30 @@ fn learns_to_classify_real_mnist() {
         deterministic: Some(true),
         ..Default::default()
     };
-    let acc = dt
-        .evaluate(xt, yt, &deterministic, &mut SeededRng::new(2))
-        .unwrap();
+    let acc = inference::evaluate(
+        &dt,
+        xt,
+        yt,
+        &InferenceSettings::new(deterministic),
+        &mut SeededRng::new(2),
+    )
+    .unwrap()
+    .mean();
     assert!(acc > 0.5, "deterministic test accuracy {acc}");
     let stochastic = InferenceOptions {
         deterministic: Some(false),
-        runs: Some(2),
         ..Default::default()
     };
-    let acc = dt
-        .evaluate(xt, yt, &stochastic, &mut SeededRng::new(3))
-        .unwrap();
-    assert!(acc > 0.5, "stochastic test accuracy {acc}");
+    let acc = inference::evaluate(
+        &dt,
+        xt,
+        yt,
+        &InferenceSettings::new(stochastic).with_runs(2),
+        &mut SeededRng::new(3),
+    )
+    .unwrap();
+    assert_eq!(acc.per_run().len(), 2);
+    assert!(acc.mean() > 0.5, "stochastic test accuracy {acc:?}");
 }
 
 /// Block t's loss yields gradients for block t, the head and W only: every
@@ -275,9 +287,13 @@ fn training_is_bitwise_reproducible() {
             let (x, y) = batch(&data, 8 * s, 8);
             reports.push(dt.train_step(&x, &y, &mut rng).unwrap());
         }
-        let probs = dt
-            .predict_proba(data.test().images(), &InferenceOptions::default(), &mut rng)
-            .unwrap();
+        let probs = inference::predict_proba(
+            &dt,
+            data.test().images(),
+            &InferenceSettings::default(),
+            &mut rng,
+        )
+        .unwrap();
         (
             snapshot(&dt),
             optimizer_snapshot(&dt),
@@ -365,7 +381,10 @@ fn resume_err(config: &DtConfig, state: &HashMap<String, Tensor>) -> String {
 
 /// Deterministic inference equals the Eq. 3 chain written out by hand from
 /// the blocks, the schedule coefficients and the head; probabilities sum to
-/// one; `runs` averages consecutive single runs.
+/// one. Through `noprop_core::inference`: `runs` returns consecutive
+/// single runs drawn in turn from one generator (stochastic runs differ,
+/// deterministic runs differ only by their z_0 draw), the ensemble is their
+/// mean, and batching does not change the result.
 #[test]
 fn inference_is_posterior_mixing() {
     let data = mnist(16, 12);
@@ -373,73 +392,99 @@ fn inference_is_posterior_mixing() {
     train(&mut dt, &data, 8, 2, &mut SeededRng::new(0));
     let x = data.test().images();
     let w = dt.embedding().matrix();
+    let options = |deterministic: bool| InferenceOptions {
+        deterministic: Some(deterministic),
+        ..Default::default()
+    };
+    let settings = |deterministic: bool, runs: usize| {
+        InferenceSettings::new(options(deterministic)).with_runs(runs)
+    };
+    // The deterministic chain from a given z_0, by hand.
+    let chain = |z0: Tensor| {
+        let mut z = z0;
+        for t in 1..=3 {
+            let logits = dt.block(t).unwrap().forward(x, &z, Mode::Eval).unwrap();
+            let p = candle_nn::ops::softmax(&logits, 1).unwrap();
+            let u_hat = p.matmul(&w).unwrap();
+            let c = dt.schedule().posterior_coeffs(t).unwrap();
+            z = ((u_hat * c.a).unwrap() + (z * c.b).unwrap()).unwrap();
+        }
+        candle_nn::ops::softmax(&dt.head().forward(&z).unwrap(), 1).unwrap()
+    };
+    let max_diff = |a: &Tensor, b: &Tensor| {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    };
 
-    let probs = dt
-        .predict_proba_with(x, true, 1, &mut SeededRng::new(4))
-        .unwrap();
+    let probs =
+        inference::predict_proba(&dt, x, &settings(true, 1), &mut SeededRng::new(4)).unwrap();
     let mut rng = SeededRng::new(4);
-    let mut z = rng.normal((12, 10), &DEV).unwrap();
-    for t in 1..=3 {
-        let logits = dt.block(t).unwrap().forward(x, &z, Mode::Eval).unwrap();
-        let p = candle_nn::ops::softmax(&logits, 1).unwrap();
-        let u_hat = p.matmul(&w).unwrap();
-        let c = dt.schedule().posterior_coeffs(t).unwrap();
-        z = ((u_hat * c.a).unwrap() + (z * c.b).unwrap()).unwrap();
-    }
-    let by_hand = candle_nn::ops::softmax(&dt.head().forward(&z).unwrap(), 1).unwrap();
-    let diff = (probs.clone() - by_hand)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let by_hand = chain(rng.normal((12, 10), &DEV).unwrap());
+    let diff = max_diff(&probs, &by_hand);
     assert!(diff < 1e-5, "{diff}");
     let sums = values(&probs.sum(1).unwrap());
     assert!(sums.iter().all(|s| (s - 1.0).abs() < 1e-5), "{sums:?}");
 
-    // Three stochastic runs averaged = the mean of three single runs drawn
-    // in turn from the same generator (one chunk: 12 <= eval_batch_size).
-    let averaged = dt
-        .predict_proba_with(x, false, 3, &mut SeededRng::new(6))
-        .unwrap();
+    // Deterministic runs draw only z_0, one per run: run 2 is the chain
+    // from the second z_0 of the stream, and differs from run 1.
+    let det_runs =
+        inference::predict_runs(&dt, x, &settings(true, 2), &mut SeededRng::new(4)).unwrap();
+    assert_eq!(det_runs.len(), 2);
+    assert_eq!(values(&det_runs[0]), values(&probs));
+    let mut rng = SeededRng::new(4);
+    rng.normal((12, 10), &DEV).unwrap();
+    let second = chain(rng.normal((12, 10), &DEV).unwrap());
+    assert!(max_diff(&det_runs[1], &second) < 1e-5);
+    assert_ne!(values(&det_runs[0]), values(&det_runs[1]));
+    // Same generator state, same deterministic runs.
+    let again =
+        inference::predict_runs(&dt, x, &settings(true, 2), &mut SeededRng::new(4)).unwrap();
+    assert_eq!(values(&again[1]), values(&det_runs[1]));
+
+    // Three stochastic runs = three single runs drawn in turn from the same
+    // generator; they differ; the ensemble is their mean (one batch: 12 <=
+    // the default batch size).
+    let per_run =
+        inference::predict_runs(&dt, x, &settings(false, 3), &mut SeededRng::new(6)).unwrap();
+    assert_eq!(per_run.len(), 3);
     let mut rng = SeededRng::new(6);
     let singles: Vec<Tensor> = (0..3)
-        .map(|_| dt.predict_proba_with(x, false, 1, &mut rng).unwrap())
+        .map(|_| inference::predict_proba(&dt, x, &settings(false, 1), &mut rng).unwrap())
         .collect();
-    let mean = ((singles[0].clone() + &singles[1]).unwrap() + &singles[2]).unwrap() / 3.0;
-    assert_eq!(values(&averaged), values(&mean.unwrap()));
-    let per_run = dt
-        .predict_proba_runs(x, false, 3, &mut SeededRng::new(6))
-        .unwrap();
     for (run, single) in per_run.iter().zip(&singles) {
         assert_eq!(values(run), values(single));
+        assert_eq!(run.dims(), &[12, 10]);
     }
     assert_ne!(
         values(&singles[0]),
         values(&singles[1]),
         "runs are stochastic"
     );
+    let averaged =
+        inference::predict_proba(&dt, x, &settings(false, 3), &mut SeededRng::new(6)).unwrap();
+    let mean =
+        (((singles[0].clone() + &singles[1]).unwrap() + &singles[2]).unwrap() / 3.0).unwrap();
+    assert!(max_diff(&averaged, &mean) < 1e-6);
 
-    // Chunks of 5 images draw z_0 row by row from the same stream as one
-    // chunk of 12, so deterministic inference agrees (up to round-off).
-    let chunked = model(
-        DtConfig {
-            eval_batch_size: 5,
-            ..small(3)
-        },
-        1,
-    );
-    chunked.params().load(&tensor_map(&dt)).unwrap();
-    let p = chunked
-        .predict_proba_with(x, true, 1, &mut SeededRng::new(4))
-        .unwrap();
+    // Batches of 5 images draw z_0 row by row from the same stream as one
+    // batch of 12, so deterministic inference agrees (up to round-off).
+    let p = inference::predict_proba(
+        &dt,
+        x,
+        &settings(true, 1).with_batch_size(5),
+        &mut SeededRng::new(4),
+    )
+    .unwrap();
     assert_eq!(p.dims(), &[12, 10]);
-    let diff = (p - &probs).unwrap().abs().unwrap().max_all().unwrap();
-    assert!(diff.to_scalar::<f32>().unwrap() < 1e-5);
-    assert_eq!(dt.kind(), VariantKind::Dt);
-    assert_eq!(dt.num_classes(), 10);
+    assert!(max_diff(&p, &probs) < 1e-5);
+    assert_eq!(dt.name(), "dt");
+    assert_eq!(dt.spec().num_classes, 10);
 }
 
 /// Prototype embeddings: W starts from training images (d = 784, the block
@@ -496,7 +541,17 @@ fn bad_input_is_an_error() {
     assert!(err(dt.train_step(&one.0, &one.1, &mut rng)).contains("at least 2"));
     assert!(err(dt.block_loss(0, &x, &y, &mut rng)).contains("block 0"));
     assert!(err(dt.block_loss(3, &x, &y, &mut rng)).contains("block 3"));
-    assert!(err(dt.predict_proba_with(&x, true, 0, &mut rng)).contains("runs"));
+    let zero_runs = InferenceSettings::default().with_runs(0);
+    assert!(err(inference::predict_runs(&dt, &x, &zero_runs, &mut rng)).contains("runs"));
+    let zero_batch = InferenceSettings::default().with_batch_size(0);
+    assert!(err(inference::predict_runs(&dt, &x, &zero_batch, &mut rng)).contains("batch"));
+    assert!(err(inference::predict_runs(
+        &dt,
+        &wrong_size,
+        &zero_runs.with_runs(1),
+        &mut rng
+    ))
+    .contains("[B, 1, 28, 28]"));
     let bad_config = DtConfig {
         eta: -1.0,
         ..small(2)
@@ -504,7 +559,7 @@ fn bad_input_is_an_error() {
     let e = NoPropDt::new(bad_config, ModelSpec::mnist(), None, 0, &DEV).unwrap_err();
     assert!(e.to_string().contains("eta"), "{e}");
     // config_json round-trips.
-    let json = dt.config_json();
+    let json = dt.config_json().unwrap();
     let back: DtConfig = serde_json::from_value(json).unwrap();
     assert_eq!(&back, dt.config());
 }

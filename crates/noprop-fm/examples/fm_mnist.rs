@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 use candle_core::Device;
+use noprop_core::inference::{self, InferenceSettings};
 use noprop_core::variant::ModelSpec;
 use noprop_core::{InferenceOptions, SeededRng, Variant};
 use noprop_data::{Dataset, DatasetConfig, DatasetKind};
@@ -48,7 +49,9 @@ fn main() -> Result<()> {
         ..Default::default()
     };
     let test = data.test();
-    let acc = model.evaluate(test.images(), test.labels(), &options, &mut rng)?;
+    let settings = InferenceSettings::new(options);
+    let acc =
+        inference::evaluate(&model, test.images(), test.labels(), &settings, &mut rng)?.mean();
     println!(
         "NoProp-FM: {train} train images x {epochs} epoch(s) in {train_s:.1} s; test accuracy {:.2}% on {} images ({steps} Euler steps, {:.1} s)",
         100.0 * acc,

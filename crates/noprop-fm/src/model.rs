@@ -220,3 +220,344 @@ impl NoPropFm {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The FM losses and inference against values recomputed by hand on a
+    //! tiny model (1x14x14 images, m = 3). The hand computation shares only
+    //! the block's forward pass and the generator with the code: z_t, the
+    //! target, v_hat = logits W, the anchor's one-step estimate, its
+    //! cross-entropy, the Euler steps and the nearest-embedding read-out are
+    //! computed in f64 on the host from the same seeded draws (order: z_0,
+    //! t, the sigma noise if sigma > 0, the block's dropout masks).
+
+    use super::*;
+    use crate::names::HEAD_PREFIX;
+
+    const B: usize = 4;
+    const M: usize = 3;
+    const LABELS: [u32; B] = [1, 0, 2, 1];
+
+    fn host(t: &Tensor) -> Vec<f64> {
+        t.flatten_all()
+            .unwrap()
+            .to_dtype(DType::F64)
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap()
+    }
+
+    fn host2(t: &Tensor) -> Vec<Vec<f64>> {
+        t.to_dtype(DType::F64).unwrap().to_vec2::<f64>().unwrap()
+    }
+
+    fn scalar(t: &Tensor) -> f64 {
+        host(t)[0]
+    }
+
+    fn to_tensor(rows: &[Vec<f64>]) -> Tensor {
+        let flat: Vec<f32> = rows.iter().flatten().map(|&v| v as f32).collect();
+        Tensor::from_vec(flat, (rows.len(), rows[0].len()), &Device::Cpu).unwrap()
+    }
+
+    /// rows [B, m] times W [m, d].
+    fn times_w(rows: &[Vec<f64>], w: &[Vec<f64>]) -> Vec<Vec<f64>> {
+        rows.iter()
+            .map(|r| {
+                (0..w[0].len())
+                    .map(|j| (0..w.len()).map(|c| r[c] * w[c][j]).sum())
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn assert_close(got: f64, want: f64, what: &str) {
+        let tol = 1e-4 * want.abs().max(1e-2);
+        eprintln!("RELERR {what} {:e}", (got - want).abs() / want.abs().max(1e-2));
+        assert!(
+            (got - want).abs() <= tol,
+            "{what}: code {got}, by hand {want} (tolerance {tol})"
+        );
+    }
+
+    fn spec() -> ModelSpec {
+        ModelSpec {
+            in_channels: 1,
+            image_size: 14,
+            num_classes: M,
+        }
+    }
+
+    /// A tiny model; a learned W is replaced by rows of unequal norms.
+    fn setup(config: FmConfig) -> (NoPropFm, Tensor, Tensor) {
+        let dev = Device::Cpu;
+        let model = NoPropFm::new(config, spec(), None, 0, &dev).unwrap();
+        if let Some(var) = model.embedding.var() {
+            let d = model.embedding.dim();
+            let w = (SeededRng::new(5).normal((M, d), &dev).unwrap() * 1.5).unwrap();
+            var.set(&w).unwrap();
+        }
+        let x = SeededRng::new(6).normal((B, 1, 14, 14), &dev).unwrap();
+        let y = Tensor::new(&LABELS, &dev).unwrap();
+        (model, x, y)
+    }
+
+    /// The losses by hand: z_1 = u_y, z_0 ~ N(0, I), t ~ U[0, 1],
+    /// z_t = t z_1 + (1 - t) z_0 (+ sigma eps), v_hat = block(x, z_t, t) W,
+    /// flow = mean_b ||v_hat - (z_1 - z_0)||^2 and, with a learned W and a
+    /// positive anchor weight, ce = mean_b CE(head(z_t + (1 - t) v_hat), y),
+    /// total = flow + anchor_weight ce; else no CE and total = flow.
+    /// Returns (total, flow, ce).
+    fn losses_by_hand(model: &NoPropFm, x: &Tensor, seed: u64) -> (f64, f64, Option<f64>) {
+        let dev = &model.device;
+        let w = host2(&model.embedding.matrix());
+        let d = w[0].len();
+        let u: Vec<Vec<f64>> = LABELS.iter().map(|&c| w[c as usize].clone()).collect();
+        let mut rng = SeededRng::new(seed);
+        let z0 = host2(&rng.normal((B, d), dev).unwrap());
+        let t = host(&rng.uniform(0.0, 1.0, B, dev).unwrap());
+        let noise = (model.config.sigma > 0.0).then(|| host2(&rng.normal((B, d), dev).unwrap()));
+        let z_t: Vec<Vec<f64>> = (0..B)
+            .map(|b| {
+                (0..d)
+                    .map(|j| {
+                        let sigma_eps =
+                            noise.as_ref().map_or(0.0, |n| model.config.sigma * n[b][j]);
+                        t[b] * u[b][j] + (1.0 - t[b]) * z0[b][j] + sigma_eps
+                    })
+                    .collect()
+            })
+            .collect();
+        let t_tensor = Tensor::from_vec(t.iter().map(|&v| v as f32).collect(), B, dev).unwrap();
+        let logits = host2(
+            &model
+                .block
+                .forward(x, &to_tensor(&z_t), &t_tensor, Mode::Train(&mut rng))
+                .unwrap(),
+        );
+        let v_hat = times_w(&logits, &w);
+        let flow = (0..B)
+            .map(|b| {
+                (0..d)
+                    .map(|j| (v_hat[b][j] - (u[b][j] - z0[b][j])).powi(2))
+                    .sum::<f64>()
+            })
+            .sum::<f64>()
+            / B as f64;
+        let ce = match &model.head {
+            Some(head) if model.config.anchor_weight > 0.0 => {
+                let (hw, hb) = (host2(head.weight()), host(head.bias().unwrap()));
+                let ce = (0..B)
+                    .map(|b| {
+                        let z1_hat: Vec<f64> = (0..d)
+                            .map(|j| z_t[b][j] + (1.0 - t[b]) * v_hat[b][j])
+                            .collect();
+                        let out: Vec<f64> = (0..M)
+                            .map(|c| hb[c] + (0..d).map(|j| hw[c][j] * z1_hat[j]).sum::<f64>())
+                            .collect();
+                        let max = out.iter().cloned().fold(f64::MIN, f64::max);
+                        let lse = max + out.iter().map(|v| (v - max).exp()).sum::<f64>().ln();
+                        lse - out[LABELS[b] as usize]
+                    })
+                    .sum::<f64>()
+                    / B as f64;
+                Some(ce)
+            }
+            _ => None,
+        };
+        let total = flow + ce.map_or(0.0, |ce| model.config.anchor_weight * ce);
+        (total, flow, ce)
+    }
+
+    /// Learned W (with and without sigma): the anchor CE is present and
+    /// weighted; the flow term regresses z_1 - z_0.
+    #[test]
+    fn learned_w_losses_match_eq11_and_eq13_by_hand() {
+        for sigma in [0.0, 0.1] {
+            let config = FmConfig {
+                embedding: EmbeddingKind::Learned { dim: 5 },
+                anchor_weight: 0.5,
+                sigma,
+                ..FmConfig::default()
+            };
+            let (model, x, y) = setup(config);
+            assert!(model.head.is_some());
+            let (total, flow, ce) = model.losses(&x, &y, &mut SeededRng::new(8)).unwrap();
+            let (h_total, h_flow, h_ce) = losses_by_hand(&model, &x, 8);
+            let what = format!("sigma {sigma}");
+            assert_close(scalar(&flow), h_flow, &format!("{what}: flow"));
+            let ce = ce.expect("a learned W has the anchor term");
+            assert_close(scalar(&ce), h_ce.unwrap(), &format!("{what}: anchor ce"));
+            assert_close(scalar(&total), h_total, &format!("{what}: total"));
+        }
+        // Anchor weight 0: no CE term, the total is the flow term.
+        let config = FmConfig {
+            embedding: EmbeddingKind::Learned { dim: 5 },
+            anchor_weight: 0.0,
+            ..FmConfig::default()
+        };
+        let (model, x, y) = setup(config);
+        let (total, flow, ce) = model.losses(&x, &y, &mut SeededRng::new(8)).unwrap();
+        assert!(ce.is_none());
+        assert_eq!(scalar(&total), scalar(&flow));
+        assert_close(
+            scalar(&flow),
+            losses_by_hand(&model, &x, 8).1,
+            "no anchor: flow",
+        );
+    }
+
+    /// One-hot W: no head variables at all, no CE, loss = the flow term.
+    #[test]
+    fn one_hot_w_has_no_head_and_the_loss_is_the_flow_term() {
+        let (model, x, y) = setup(FmConfig::default());
+        assert!(model.head.is_none());
+        let head_vars = model.store.names();
+        assert!(
+            !head_vars
+                .iter()
+                .any(|n| n.starts_with(&format!("{HEAD_PREFIX}."))),
+            "{head_vars:?}"
+        );
+        let (total, flow, ce) = model.losses(&x, &y, &mut SeededRng::new(9)).unwrap();
+        assert!(ce.is_none());
+        let (h_total, h_flow, h_ce) = losses_by_hand(&model, &x, 9);
+        assert!(h_ce.is_none());
+        assert_close(scalar(&flow), h_flow, "one-hot flow");
+        assert_close(scalar(&total), h_total, "one-hot total");
+        assert_eq!(scalar(&total), scalar(&flow));
+    }
+
+    /// v_hat(z, t) = block(x, z, t) W in evaluation mode, by hand on the host.
+    fn v_by_hand(model: &NoPropFm, x: &Tensor, z: &[Vec<f64>], t: f64) -> Vec<Vec<f64>> {
+        let w = host2(&model.embedding.matrix());
+        let t = Tensor::full(t as f32, B, &model.device).unwrap();
+        let logits = model
+            .block
+            .forward(x, &to_tensor(z), &t, Mode::Eval)
+            .unwrap();
+        times_w(&host2(&logits), &w)
+    }
+
+    fn euler_step(z: &[Vec<f64>], v: &[Vec<f64>], h: f64) -> Vec<Vec<f64>> {
+        z.iter()
+            .zip(v)
+            .map(|(zr, vr)| zr.iter().zip(vr).map(|(a, b)| a + h * b).collect())
+            .collect()
+    }
+
+    fn max_diff(a: &[Vec<f64>], b: &[Vec<f64>]) -> f64 {
+        a.iter()
+            .flatten()
+            .zip(b.iter().flatten())
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f64::max)
+    }
+
+    /// Euler integration of dz/dt = v_hat: one step is z_0 + v_hat(z_0, 0);
+    /// two steps are z_1/2 = z_0 + v_hat(z_0, 0) / 2, then
+    /// z_1 = z_1/2 + v_hat(z_1/2, 1/2) / 2.
+    #[test]
+    fn euler_integration_by_hand() {
+        for embedding in [EmbeddingKind::OneHot, EmbeddingKind::Learned { dim: 5 }] {
+            let config = FmConfig {
+                embedding,
+                ..FmConfig::default()
+            };
+            let (model, x, _) = setup(config);
+            let d = model.embedding.dim();
+            let z0_t = SeededRng::new(10).normal((B, d), &model.device).unwrap();
+            let z0 = host2(&z0_t);
+            let features = model.block.image_features(&x, Mode::Eval).unwrap();
+            let w = model.embedding.matrix();
+            let integrate = |steps| {
+                host2(
+                    &model
+                        .integrate(&features, &w, &z0_t, steps, OdeSolver::Euler)
+                        .unwrap(),
+                )
+            };
+            let one = euler_step(&z0, &v_by_hand(&model, &x, &z0, 0.0), 1.0);
+            let diff = max_diff(&integrate(1), &one);
+            assert!(diff < 1e-4, "{embedding}: one Euler step off by {diff}");
+            let half = euler_step(&z0, &v_by_hand(&model, &x, &z0, 0.0), 0.5);
+            let two = euler_step(&half, &v_by_hand(&model, &x, &half, 0.5), 0.5);
+            let diff = max_diff(&integrate(2), &two);
+            assert!(diff < 1e-4, "{embedding}: two Euler steps off by {diff}");
+            // The two-step path really differs from one step (else this
+            // test could not tell the time argument apart).
+            assert!(max_diff(&one, &two) > 1e-3);
+        }
+    }
+
+    /// The read-out: each run's probabilities are softmax_c(-||z_1 - w_c||^2)
+    /// of the Euler z_1 from that run's z_0, so their argmax is the nearest
+    /// embedding (by hand, from the distances).
+    #[test]
+    fn predictions_are_the_nearest_embedding() {
+        let config = FmConfig {
+            embedding: EmbeddingKind::Learned { dim: 5 },
+            ..FmConfig::default()
+        };
+        let (model, x, _) = setup(config);
+        let w = host2(&model.embedding.matrix());
+        let options = InferenceOptions {
+            steps: Some(1),
+            solver: Some(OdeSolver::Euler),
+            ..Default::default()
+        };
+        let runs = model
+            .predict_runs_batch(&x, &options, 2, &mut SeededRng::new(12))
+            .unwrap();
+        assert_eq!(runs.len(), 2);
+        let mut rng = SeededRng::new(12);
+        for (r, probs) in runs.iter().enumerate() {
+            let z0 = host2(&rng.normal((B, 5), &model.device).unwrap());
+            let z1 = euler_step(&z0, &v_by_hand(&model, &x, &z0, 0.0), 1.0);
+            let probs = host2(probs);
+            for b in 0..B {
+                let dist: Vec<f64> = (0..M)
+                    .map(|c| (0..5).map(|j| (z1[b][j] - w[c][j]).powi(2)).sum())
+                    .collect();
+                let nearest = (0..M).min_by(|&a, &c| dist[a].total_cmp(&dist[c])).unwrap();
+                let argmax = (0..M)
+                    .max_by(|&a, &c| probs[b][a].total_cmp(&probs[b][c]))
+                    .unwrap();
+                assert_eq!(
+                    argmax, nearest,
+                    "run {r}, image {b}: {dist:?} {:?}",
+                    probs[b]
+                );
+                let min = dist[nearest];
+                let e: Vec<f64> = dist.iter().map(|dc| (min - dc).exp()).collect();
+                let s: f64 = e.iter().sum();
+                for c in 0..M {
+                    assert!(
+                        (probs[b][c] - e[c] / s).abs() < 1e-4,
+                        "run {r}, image {b}, class {c}: {} vs {}",
+                        probs[b][c],
+                        e[c] / s
+                    );
+                }
+            }
+        }
+    }
+
+    /// Prototype embeddings need the training images to train, not to load.
+    #[test]
+    fn prototypes_need_images_for_training_only() {
+        let config = FmConfig {
+            embedding: EmbeddingKind::Prototype,
+            ..FmConfig::default()
+        };
+        let err = NoPropFm::new(config.clone(), spec(), None, 0, &Device::Cpu)
+            .err()
+            .expect("prototypes without images must be refused")
+            .to_string();
+        assert!(err.contains("prototype"), "{err}");
+        let blank =
+            NoPropFm::with_init(config, spec(), ModelInit::ForLoading, &Device::Cpu).unwrap();
+        assert_eq!(blank.embedding.dim(), 14 * 14);
+        assert!(blank.head.is_some());
+    }
+}

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 
 use anyhow::Result;
 use candle_core::{Device, Tensor};
+use noprop_core::inference::{self, InferenceSettings};
 use noprop_core::variant::ModelSpec;
 use noprop_core::{EmbeddingKind, InferenceOptions, SeededRng, Variant};
 use noprop_data::{Dataset, DatasetConfig, DatasetKind};
@@ -74,10 +75,13 @@ fn learns_mnist_far_above_chance() -> Result<()> {
         ..Default::default()
     };
     let test = data.test();
-    let acc = model.evaluate(test.images(), test.labels(), &options, &mut rng)?;
+    let settings = InferenceSettings::new(options);
+    let acc =
+        inference::evaluate(&model, test.images(), test.labels(), &settings, &mut rng)?.mean();
     // Chance is 10%; 500 test images make 50% impossible by luck.
     assert!(acc > 0.5, "test accuracy {acc}");
-    let proba = model.predict_proba(&test.images().narrow(0, 0, 4)?, &options, &mut rng)?;
+    let proba =
+        inference::predict_proba(&model, &test.images().narrow(0, 0, 4)?, &settings, &mut rng)?;
     for row in proba.to_vec2::<f32>()? {
         assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-4);
     }

@@ -69,7 +69,7 @@ impl CheckpointKind {
 #[derive(Debug, Clone, PartialEq)]
 pub struct CheckpointMeta {
     pub kind: CheckpointKind,
-    /// `dt`, `ct` or `fm`.
+    /// The variant's registered name.
     pub variant: String,
     /// The run configuration (JSON of [`crate::config::RunConfig`]).
     pub config_json: String,
@@ -272,12 +272,12 @@ impl Checkpoint {
     /// optimizer state) into `model`, refusing another variant or other
     /// shapes.
     pub fn restore_into(&self, model: &mut dyn Variant) -> Result<()> {
-        let kind = model.kind().as_str();
-        if self.meta.variant != kind {
+        let name = model.name();
+        if self.meta.variant != name {
             bail!(
-                "the checkpoint holds a NoProp-{} model, not NoProp-{}",
-                self.meta.variant.to_uppercase(),
-                kind.to_uppercase()
+                "the checkpoint holds a {} model, not {}",
+                crate::registry::label(&self.meta.variant),
+                crate::registry::label(name)
             );
         }
         model
@@ -453,13 +453,12 @@ impl View for &RawTensor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{blob_spec, blobs, LinearSoftmax};
-    use noprop_core::VariantKind;
+    use crate::testing::{blob_spec, blobs, LinearSoftmax, TEST_VARIANT};
 
     fn meta() -> CheckpointMeta {
         CheckpointMeta {
             kind: CheckpointKind::Training,
-            variant: "fm".into(),
+            variant: TEST_VARIANT.into(),
             config_json: "{}".into(),
             variant_config_json: "{}".into(),
             crate_version: "0.1.0".into(),
@@ -610,11 +609,11 @@ mod tests {
     fn another_variant_or_other_shapes_are_refused() {
         let (model, rng) = trained();
         let checkpoint = Checkpoint::capture(&model, meta(), Some(&rng)).unwrap();
-        let mut dt = LinearSoftmax::new(blob_spec(), 0, &Device::Cpu)
+        let mut other = LinearSoftmax::new(blob_spec(), 0, &Device::Cpu)
             .unwrap()
-            .with_kind(VariantKind::Dt);
-        let e = format!("{:#}", checkpoint.restore_into(&mut dt).unwrap_err());
-        assert!(e.contains("NoProp-FM model, not NoProp-DT"), "{e}");
+            .with_name("other-variant");
+        let e = format!("{:#}", checkpoint.restore_into(&mut other).unwrap_err());
+        assert!(e.contains("linear-softmax model, not other-variant"), "{e}");
 
         let four_classes = ModelSpec {
             num_classes: 4,

@@ -6,10 +6,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use noprop_core::{OdeSolver, VariantKind};
+use noprop_core::{EmbeddingKind, OdeSolver};
 
 use crate::device::DeviceChoice;
-use crate::variants::EmbeddingChoice;
+use crate::registry;
 
 /// Exit status of a training run stopped by Ctrl-C (after saving).
 pub const EXIT_INTERRUPTED: u8 = 130;
@@ -53,23 +53,23 @@ pub enum Command {
     GpuCheck(GpuCheckArgs),
 }
 
-/// The variants, as command-line values.
+/// Class embedding choices of `--embedding`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum VariantArg {
-    /// NoProp-DT: T blocks, discrete time.
-    Dt,
-    /// NoProp-CT: one block, continuous time, learned noise schedule.
-    Ct,
-    /// NoProp-FM: one block, flow matching.
-    Fm,
+pub enum EmbeddingChoice {
+    /// W = I (d = number of classes), fixed.
+    OneHot,
+    /// Learned, d = 20, orthogonal initialisation.
+    Dim20,
+    /// Learned, d = image size, initialised with class prototypes.
+    Prototype,
 }
 
-impl From<VariantArg> for VariantKind {
-    fn from(v: VariantArg) -> Self {
-        match v {
-            VariantArg::Dt => VariantKind::Dt,
-            VariantArg::Ct => VariantKind::Ct,
-            VariantArg::Fm => VariantKind::Fm,
+impl From<EmbeddingChoice> for EmbeddingKind {
+    fn from(c: EmbeddingChoice) -> Self {
+        match c {
+            EmbeddingChoice::OneHot => EmbeddingKind::OneHot,
+            EmbeddingChoice::Dim20 => EmbeddingKind::Learned { dim: 20 },
+            EmbeddingChoice::Prototype => EmbeddingKind::Prototype,
         }
     }
 }
@@ -96,8 +96,8 @@ impl From<SolverArg> for OdeSolver {
 #[command(allow_negative_numbers = true)]
 pub struct TrainArgs {
     /// Which variant to train (or `variant` in the --config file).
-    #[arg(long, value_enum)]
-    pub variant: Option<VariantArg>,
+    #[arg(long, value_parser = registry::value_parser())]
+    pub variant: Option<String>,
     /// A TOML run configuration (see configs/ for presets).
     #[arg(long, value_name = "FILE.toml")]
     pub config: Option<PathBuf>,
@@ -169,9 +169,14 @@ pub struct InferenceArgs {
     /// DT: inject no noise during inference.
     #[arg(long)]
     pub deterministic: bool,
-    /// Average the class probabilities of N stochastic runs.
+    /// N independent stochastic runs: each is scored on its own (their
+    /// mean and standard deviation are the paper's protocol), and their
+    /// averaged probabilities as an ensemble.
     #[arg(long, value_parser = positive)]
     pub runs: Option<usize>,
+    /// Images per inference batch (default: the run's `eval.batch_size`).
+    #[arg(long, value_name = "N", value_parser = positive)]
+    pub batch_size: Option<usize>,
     /// Seed of the inference noise (default: the run's seed).
     #[arg(long)]
     pub seed: Option<u64>,
@@ -194,9 +199,6 @@ pub struct EvalArgs {
     /// Evaluate on the first N test images only (default: all of them).
     #[arg(long, value_name = "N", value_parser = positive)]
     pub test_limit: Option<usize>,
-    /// Images per inference batch.
-    #[arg(long, value_name = "N", value_parser = positive, default_value_t = 500)]
-    pub batch_size: usize,
     /// Print the result as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -219,12 +221,15 @@ pub struct PredictArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("source").required(true).args(["variant", "checkpoint"])))]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["variant", "checkpoint", "list"])))]
 pub struct InfoArgs {
+    /// List the registered variants (name, display name, summary).
+    #[arg(long)]
+    pub list: bool,
     /// Describe a fresh model of this variant (default configuration, or
     /// --config / --set).
-    #[arg(long, value_enum)]
-    pub variant: Option<VariantArg>,
+    #[arg(long, value_parser = registry::value_parser())]
+    pub variant: Option<String>,
     /// Describe a checkpoint: metadata, parameters, (learned) schedule.
     #[arg(long, value_name = "FILE")]
     pub checkpoint: Option<PathBuf>,
@@ -234,7 +239,7 @@ pub struct InfoArgs {
     /// With --variant: configuration overrides (KEY=VALUE).
     #[arg(long = "set", value_name = "KEY=VALUE", requires = "variant")]
     pub set: Vec<String>,
-    /// Points of the CT schedule grid on [0, 1].
+    /// Points of a learned schedule's grid on [0, 1].
     #[arg(long, value_name = "N", default_value_t = 11, value_parser = at_least_two)]
     pub grid: usize,
     /// Print everything as JSON on stdout.
@@ -261,9 +266,9 @@ pub struct GpuCheckArgs {
     /// data/mnist (default: the MNIST embedded in the binary).
     #[arg(long, value_name = "DIR")]
     pub data: Option<PathBuf>,
-    /// Variants to check, comma-separated.
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [VariantArg::Dt, VariantArg::Ct, VariantArg::Fm])]
-    pub variants: Vec<VariantArg>,
+    /// Variants to check, comma-separated (default: every variant).
+    #[arg(long, value_parser = registry::value_parser(), value_delimiter = ',')]
+    pub variants: Vec<String>,
     /// Timed training steps per variant (after one warm-up step).
     #[arg(long, value_name = "N", value_parser = positive, default_value_t = 20)]
     pub steps: usize,
@@ -414,7 +419,7 @@ mod tests {
             (vec!["noprop", "info"], "--variant"),
             (vec!["noprop", "predict", "--checkpoint", "x"], "IMAGE"),
             (
-                vec!["noprop", "gpu-check", "--variants", "dt,xx"],
+                vec!["noprop", "gpu-check", "--variants", "xx"],
                 "--variants",
             ),
             (

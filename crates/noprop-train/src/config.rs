@@ -1,7 +1,7 @@
 //! The run configuration: what `noprop train` does, as one TOML document.
 //!
 //! ```toml
-//! variant = "dt"            # dt | ct | fm
+//! variant = "dt"            # a registered variant (`noprop info --list`)
 //! seed = 0
 //! epochs = 1
 //! batch_size = 128
@@ -20,6 +20,9 @@
 //! [dt]                      # the variant's own configuration (its crate's Config)
 //! ```
 //!
+//! The variant sections are named after the registered variants
+//! ([`crate::registry`]); this module knows none of them by name.
+//!
 //! Settings are resolved in this order, later ones winning: built-in
 //! defaults, the `--config` file, the dedicated flags (`--epochs`, ...),
 //! then `--set key.path=value` overrides. The resolved configuration, with
@@ -27,11 +30,12 @@
 //! and as JSON in every checkpoint. Unknown keys are errors, so a typo never
 //! silently falls back to a default.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use noprop_core::{InferenceOptions, OdeSolver, VariantKind};
+use noprop_core::{InferenceOptions, InferenceSettings, OdeSolver};
 use noprop_data::{DatasetConfig, DatasetKind};
 use serde::{Deserialize, Serialize};
 use toml::{Table, Value};
@@ -41,10 +45,10 @@ use crate::overrides::Override;
 
 /// Everything `noprop train` needs to know.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct RunConfig {
-    /// Which variant to train.
-    pub variant: VariantKind,
+    /// Which variant to train (a registered name).
+    pub variant: String,
     /// Seed of every random number of the run (weights, noise, shuffles).
     pub seed: u64,
     /// Number of passes over the training split.
@@ -67,21 +71,18 @@ pub struct RunConfig {
     pub data: DataConfig,
     /// Inference used for the per-epoch evaluation.
     pub eval: EvalConfig,
-    /// NoProp-DT settings (the `noprop-dt` crate's config).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub dt: Option<Table>,
-    /// NoProp-CT settings (the `noprop-ct` crate's config).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ct: Option<Table>,
-    /// NoProp-FM settings (the `noprop-fm` crate's config).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub fm: Option<Table>,
+    /// Every other top-level key: the variant sections (`[dt]`: the
+    /// variant crate's config). Once resolved, only the selected variant's
+    /// section is left, with every default filled in; an unknown key is an
+    /// error then.
+    #[serde(flatten)]
+    pub sections: BTreeMap<String, Value>,
 }
 
 impl Default for RunConfig {
     fn default() -> Self {
         Self {
-            variant: VariantKind::Dt,
+            variant: String::new(),
             seed: 0,
             epochs: 1,
             batch_size: 128,
@@ -91,9 +92,7 @@ impl Default for RunConfig {
             save_every_steps: 0,
             data: DataConfig::default(),
             eval: EvalConfig::default(),
-            dt: None,
-            ct: None,
-            fm: None,
+            sections: BTreeMap::new(),
         }
     }
 }
@@ -186,7 +185,8 @@ pub struct EvalConfig {
     /// DT: no noise injected during inference.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deterministic: Option<bool>,
-    /// Stochastic inference runs averaged.
+    /// Independent stochastic inference runs (scored one by one and as
+    /// their ensemble; unset: 1).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub runs: Option<usize>,
     /// Images per inference batch (bounds memory).
@@ -200,32 +200,53 @@ impl Default for EvalConfig {
             solver: None,
             deterministic: None,
             runs: None,
-            batch_size: 500,
+            batch_size: noprop_core::inference::DEFAULT_INFERENCE_BATCH,
         }
     }
 }
 
 impl EvalConfig {
+    /// The variant's own inference settings.
     pub fn inference_options(&self) -> InferenceOptions {
         InferenceOptions {
             steps: self.steps,
             solver: self.solver,
             deterministic: self.deterministic,
-            runs: self.runs,
+        }
+    }
+
+    /// Everything an evaluation needs: options, runs, batch size.
+    pub fn settings(&self) -> InferenceSettings {
+        InferenceSettings {
+            options: self.inference_options(),
+            runs: self.runs.unwrap_or(1),
+            batch_size: self.batch_size,
         }
     }
 }
 
-/// Turns a variant's section (absent: all defaults) into its resolved,
-/// validated form; [`crate::variants::resolve_section`] in the binary.
-pub type SectionResolver<'a> = &'a dyn Fn(VariantKind, Option<&Table>) -> Result<Table>;
+/// What configuration parsing needs to know of the variants: their names,
+/// and how to resolve (parse, validate, fill in) a section.
+/// [`crate::registry::Sections`] in the binary.
+pub trait SectionResolver {
+    /// The names of the variant sections there are.
+    fn names(&self) -> Vec<&'static str>;
+    /// Resolves `name`'s section (absent: all defaults).
+    fn resolve(&self, name: &str, section: Option<&Table>) -> Result<Table>;
+}
+
+/// Keys that variant sections had before every inference setting but the
+/// variant's own moved to `[eval]`: `runs` (and `inference_runs`) became
+/// `eval.runs`; `eval_batch_size` is `eval.batch_size`'s job.
+/// Configurations written then still load: the keys are moved or dropped.
+const MOVED_TO_EVAL: [&str; 3] = ["runs", "inference_runs", "eval_batch_size"];
 
 impl RunConfig {
     /// Reads `file` (if any), applies `overrides`, and resolves the result.
     pub fn load(
         file: Option<&Path>,
         overrides: &[Override],
-        resolver: SectionResolver,
+        resolver: &dyn SectionResolver,
     ) -> Result<Self> {
         let mut table = match file {
             Some(path) => read_table(path)?,
@@ -236,7 +257,8 @@ impl RunConfig {
         }
         if !table.contains_key("variant") {
             bail!(
-                "no variant chosen: pass --variant dt|ct|fm{}",
+                "no variant chosen: pass --variant {}{}",
+                resolver.names().join("|"),
                 match file {
                     Some(p) => format!(" or set `variant = \"dt\"` in {}", p.display()),
                     None => " (or a --config file that sets `variant`)".into(),
@@ -254,7 +276,7 @@ impl RunConfig {
     }
 
     /// Parses a resolved configuration (a run directory's `config.toml`).
-    pub fn from_toml_file(path: &Path, resolver: SectionResolver) -> Result<Self> {
+    pub fn from_toml_file(path: &Path, resolver: &dyn SectionResolver) -> Result<Self> {
         let table = read_table(path)?;
         let config: RunConfig = Value::Table(table)
             .try_into()
@@ -265,7 +287,7 @@ impl RunConfig {
     }
 
     /// Parses the configuration stored as JSON in a checkpoint.
-    pub fn from_json(json: &str, resolver: SectionResolver) -> Result<Self> {
+    pub fn from_json(json: &str, resolver: &dyn SectionResolver) -> Result<Self> {
         let config: RunConfig =
             serde_json::from_str(json).context("invalid run configuration JSON")?;
         config.resolve(resolver)
@@ -273,19 +295,63 @@ impl RunConfig {
 
     /// Validates the settings and fills in the selected variant's section
     /// (other variants' sections are validated, then dropped).
-    pub fn resolve(mut self, resolver: SectionResolver) -> Result<Self> {
+    pub fn resolve(mut self, resolver: &dyn SectionResolver) -> Result<Self> {
+        let names = resolver.names();
+        if self.variant.is_empty() {
+            bail!("no variant chosen: set `variant` to one of {}", names.join(", "));
+        }
+        if !names.contains(&self.variant.as_str()) {
+            bail!(
+                "variant = {:?}: unknown variant; expected one of {}",
+                self.variant,
+                names.join(", ")
+            );
+        }
         self.validate()?;
-        for kind in [VariantKind::Dt, VariantKind::Ct, VariantKind::Fm] {
-            let given = self.section_mut(kind).take();
-            if given.is_some() || kind == self.variant {
-                let resolved = resolver(kind, given.as_ref())
-                    .with_context(|| format!("invalid [{}] section", kind.as_str()))?;
-                if kind == self.variant {
-                    *self.section_mut(kind) = Some(resolved);
+        let mut resolved = BTreeMap::new();
+        for (key, value) in std::mem::take(&mut self.sections) {
+            if !names.contains(&key.as_str()) {
+                bail!(
+                    "unknown configuration key `{key}` (the top-level keys are {}, [data], [eval] \
+                     and the variant sections [{}])",
+                    TOP_LEVEL_KEYS.join(", "),
+                    names.join("], [")
+                );
+            }
+            let Value::Table(mut section) = value else {
+                bail!("`{key}` must be a section ([{key}]), got {}", value.type_str());
+            };
+            self.move_legacy_keys(&mut section);
+            let section = resolver
+                .resolve(&key, Some(&section))
+                .with_context(|| format!("invalid [{key}] section"))?;
+            if key == self.variant {
+                resolved.insert(key, Value::Table(section));
+            }
+        }
+        if !resolved.contains_key(&self.variant) {
+            let section = resolver
+                .resolve(&self.variant, None)
+                .with_context(|| format!("invalid [{}] section", self.variant))?;
+            resolved.insert(self.variant.clone(), Value::Table(section));
+        }
+        self.sections = resolved;
+        Ok(self)
+    }
+
+    /// Moves [`MOVED_TO_EVAL`] keys out of a variant section: a run count
+    /// other than 1 becomes `eval.runs` unless that is set.
+    fn move_legacy_keys(&mut self, section: &mut Table) {
+        for key in MOVED_TO_EVAL {
+            if let Some(value) = section.remove(key) {
+                let runs = value.as_integer().filter(|&r| r > 1);
+                if let (Some(runs), "runs" | "inference_runs", None) =
+                    (runs, key, self.eval.runs)
+                {
+                    self.eval.runs = usize::try_from(runs).ok();
                 }
             }
         }
-        Ok(self)
     }
 
     fn validate(&self) -> Result<()> {
@@ -348,28 +414,15 @@ impl RunConfig {
 
     /// The selected variant's resolved section.
     pub fn variant_section(&self) -> Result<&Table> {
-        self.section(self.variant).with_context(|| {
-            format!(
-                "the [{}] section is missing (configuration not resolved)",
-                self.variant.as_str()
-            )
-        })
-    }
-
-    pub fn section(&self, kind: VariantKind) -> Option<&Table> {
-        match kind {
-            VariantKind::Dt => self.dt.as_ref(),
-            VariantKind::Ct => self.ct.as_ref(),
-            VariantKind::Fm => self.fm.as_ref(),
-        }
-    }
-
-    fn section_mut(&mut self, kind: VariantKind) -> &mut Option<Table> {
-        match kind {
-            VariantKind::Dt => &mut self.dt,
-            VariantKind::Ct => &mut self.ct,
-            VariantKind::Fm => &mut self.fm,
-        }
+        self.sections
+            .get(&self.variant)
+            .and_then(Value::as_table)
+            .with_context(|| {
+                format!(
+                    "the [{}] section is missing (configuration not resolved)",
+                    self.variant
+                )
+            })
     }
 
     /// The configuration as a TOML document.
@@ -383,6 +436,18 @@ impl RunConfig {
     }
 }
 
+/// The top-level keys besides the variant sections (for error messages).
+const TOP_LEVEL_KEYS: [&str; 8] = [
+    "variant",
+    "seed",
+    "epochs",
+    "batch_size",
+    "device",
+    "train_accuracy_every",
+    "train_accuracy_steps",
+    "save_every_steps",
+];
+
 fn read_table(path: &Path) -> Result<Table> {
     let text = fs::read_to_string(path)
         .with_context(|| format!("cannot read config file {}", path.display()))?;
@@ -394,15 +459,24 @@ fn read_table(path: &Path) -> Result<Table> {
 mod tests {
     use super::*;
 
-    /// A resolver that accepts any section and fills in one key, so these
-    /// tests exercise the merging independently of the variant crates.
-    fn fill(_kind: VariantKind, section: Option<&Table>) -> Result<Table> {
-        let mut t = section.cloned().unwrap_or_default();
-        if t.keys().any(|k| k != "eta" && k != "lr") {
-            bail!("unknown field in {t:?}");
+    /// Two made-up variants, `alpha` and `beta`, whose sections accept the
+    /// keys `eta` and `lr` and fill in `eta`: these tests exercise the
+    /// merging independently of the variant crates.
+    struct Fill;
+
+    impl SectionResolver for Fill {
+        fn names(&self) -> Vec<&'static str> {
+            vec!["alpha", "beta"]
         }
-        t.entry("eta").or_insert(Value::Float(1.0));
-        Ok(t)
+
+        fn resolve(&self, _name: &str, section: Option<&Table>) -> Result<Table> {
+            let mut t = section.cloned().unwrap_or_default();
+            if t.keys().any(|k| k != "eta" && k != "lr") {
+                bail!("unknown field in {t:?}");
+            }
+            t.entry("eta").or_insert(Value::Float(1.0));
+            Ok(t)
+        }
     }
 
     fn write(dir: &Path, text: &str) -> PathBuf {
@@ -416,25 +490,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = write(
             dir.path(),
-            "variant = \"fm\"\nepochs = 3\n[fm]\nlr = 0.5\n[data]\ntrain_limit = 100\n",
+            "variant = \"beta\"\nepochs = 3\n[beta]\nlr = 0.5\n[alpha]\nlr = 0.1\n[data]\ntrain_limit = 100\n",
         );
         let overrides = [
             Override::flag("--epochs", &["epochs"], 5),
-            Override::parse_set("fm.eta=0.25").unwrap(),
+            Override::parse_set("beta.eta=0.25").unwrap(),
         ];
-        let config = RunConfig::load(Some(&path), &overrides, &fill).unwrap();
-        assert_eq!(config.variant, VariantKind::Fm);
+        let config = RunConfig::load(Some(&path), &overrides, &Fill).unwrap();
+        assert_eq!(config.variant, "beta");
         assert_eq!(config.epochs, 5);
         assert_eq!(config.data.train_limit, Some(100));
-        let fm = config.variant_section().unwrap();
-        assert_eq!(fm["lr"], Value::Float(0.5));
-        assert_eq!(fm["eta"], Value::Float(0.25));
-        assert!(config.dt.is_none());
+        let beta = config.variant_section().unwrap();
+        assert_eq!(beta["lr"], Value::Float(0.5));
+        assert_eq!(beta["eta"], Value::Float(0.25));
+        // The other variant's section was checked, then dropped.
+        assert_eq!(config.sections.keys().collect::<Vec<_>>(), ["beta"]);
 
         let saved = write(dir.path(), &config.to_toml().unwrap());
-        assert_eq!(RunConfig::from_toml_file(&saved, &fill).unwrap(), config);
+        assert_eq!(RunConfig::from_toml_file(&saved, &Fill).unwrap(), config);
         assert_eq!(
-            RunConfig::from_json(&config.to_json().unwrap(), &fill).unwrap(),
+            RunConfig::from_json(&config.to_json().unwrap(), &Fill).unwrap(),
             config
         );
     }
@@ -445,50 +520,65 @@ mod tests {
         let cases = [
             ("epochs = 1\n", "no variant chosen"),
             ("variant = \"xx\"\n", "xx"),
-            ("variant = \"dt\"\nepohcs = 2\n", "epohcs"),
+            ("variant = \"alpha\"\nepohcs = 2\n", "epohcs"),
+            ("variant = \"alpha\"\n[gamma]\nlr = 2\n", "gamma"),
+            ("variant = \"alpha\"\nbeta = 2\n", "[beta]"),
             (
-                "variant = \"dt\"\nepochs = 0\n",
+                "variant = \"alpha\"\nepochs = 0\n",
                 "epochs must be at least 1",
             ),
             (
-                "variant = \"dt\"\n[data]\ndataset = \"imagenet\"\n",
+                "variant = \"alpha\"\n[data]\ndataset = \"imagenet\"\n",
                 "imagenet",
             ),
-            ("variant = \"dt\"\n[dt]\nbogus = 1\n", "[dt]"),
-            ("variant = \"dt\"\n[ct]\nbogus = 1\n", "[ct]"),
+            ("variant = \"alpha\"\n[alpha]\nbogus = 1\n", "[alpha]"),
+            ("variant = \"alpha\"\n[beta]\nbogus = 1\n", "[beta]"),
             (
-                "variant = \"dt\"\n[data]\nmean = [0.1, 0.2]\nstd = [1.0, 1.0]\n",
+                "variant = \"alpha\"\n[data]\nmean = [0.1, 0.2]\nstd = [1.0, 1.0]\n",
                 "data.mean",
             ),
+            ("variant = \"alpha\"\n[eval]\nstep = 2\n", "step"),
             ("variant = [\n", "not valid TOML"),
         ];
         for (text, expected) in cases {
             let path = write(dir.path(), text);
-            let err = format!(
-                "{:#}",
-                RunConfig::load(Some(&path), &[], &fill).unwrap_err()
-            );
+            let err = format!("{:#}", RunConfig::load(Some(&path), &[], &Fill).unwrap_err());
             assert!(err.contains(expected), "{text:?}: {err}");
         }
         let missing = dir.path().join("missing.toml");
         let err = format!(
             "{:#}",
-            RunConfig::load(Some(&missing), &[], &fill).unwrap_err()
+            RunConfig::load(Some(&missing), &[], &Fill).unwrap_err()
         );
         assert!(err.contains("missing.toml"), "{err}");
     }
 
     #[test]
-    fn inference_options_come_from_the_eval_section() {
+    fn inference_settings_come_from_the_eval_section() {
         let overrides = [
-            Override::flag("--variant", &["variant"], "ct"),
+            Override::flag("--variant", &["variant"], "alpha"),
             Override::parse_set("eval.steps=7").unwrap(),
             Override::parse_set("eval.solver=rk4").unwrap(),
         ];
-        let config = RunConfig::load(None, &overrides, &fill).unwrap();
-        let options = config.eval.inference_options();
-        assert_eq!(options.steps, Some(7));
-        assert_eq!(options.solver, Some(OdeSolver::Rk4));
-        assert_eq!(options.runs, None);
+        let config = RunConfig::load(None, &overrides, &Fill).unwrap();
+        let settings = config.eval.settings();
+        assert_eq!(settings.options.steps, Some(7));
+        assert_eq!(settings.options.solver, Some(OdeSolver::Rk4));
+        assert_eq!((settings.runs, settings.batch_size), (1, 500));
+    }
+
+    #[test]
+    fn configurations_of_format_1_move_their_inference_keys_to_eval() {
+        // Before format 2 the variant sections held `runs` (or
+        // `inference_runs`) and `eval_batch_size`.
+        let text = "variant = \"alpha\"\n[alpha]\nlr = 0.5\nruns = 5\neval_batch_size = 100\n";
+        let dir = tempfile::tempdir().unwrap();
+        let config = RunConfig::load(Some(&write(dir.path(), text)), &[], &Fill).unwrap();
+        assert_eq!(config.eval.runs, Some(5));
+        assert_eq!(config.eval.batch_size, 500);
+        assert!(!config.variant_section().unwrap().contains_key("runs"));
+        let text = "variant = \"beta\"\n[eval]\nruns = 2\n[beta]\ninference_runs = 3\n";
+        let config = RunConfig::load(Some(&write(dir.path(), text)), &[], &Fill).unwrap();
+        assert_eq!(config.eval.runs, Some(2), "an explicit eval.runs wins");
     }
 }

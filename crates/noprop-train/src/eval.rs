@@ -1,98 +1,160 @@
 //! Accuracy of a model on a split, and the `noprop eval` command.
 //!
-//! Accuracy = (number of images whose predicted class, the argmax of
-//! [`Variant::predict_proba`], equals the label) / (number of images),
-//! computed in batches of `batch_size` to bound memory.
+//! With several stochastic runs, two numbers that must not be confused
+//! (see [`noprop_core::inference`]): the mean (and standard deviation) of
+//! the single runs' accuracies, the paper's protocol and the headline, and
+//! the accuracy of their ensemble (averaged probabilities).
 
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Tensor};
-use noprop_core::variant::ModelSpec;
-use noprop_core::{InferenceOptions, SeededRng, Variant};
+use noprop_core::{inference, InferenceSettings, ModelSpec, RunAccuracy, SeededRng, Variant};
 use noprop_data::{Dataset, Split};
+use serde::Serialize;
 use serde_json::json;
 
 use crate::cli::{EvalArgs, InferenceArgs};
 use crate::config::RunConfig;
 use crate::model::load_model;
 use crate::progress::Progress;
+use crate::registry;
 use crate::train::EVAL_STREAM;
 
-/// Correct predictions out of a number of images, and the time it took.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Accuracy {
-    pub correct: u64,
-    pub total: u64,
+/// An evaluation: the counts of every run and the time it took.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evaluation {
+    pub accuracy: RunAccuracy,
     pub seconds: f64,
 }
 
-impl Accuracy {
-    /// The fraction correct, in [0, 1].
+impl Evaluation {
+    /// The headline: the mean of the single runs' accuracies, in [0, 1].
     pub fn fraction(&self) -> f64 {
-        self.correct as f64 / self.total.max(1) as f64
+        self.accuracy.mean()
     }
-}
-
-/// Number of rows of `images` whose predicted class equals `labels`.
-pub fn count_correct(
-    model: &dyn Variant,
-    images: &Tensor,
-    labels: &Tensor,
-    options: &InferenceOptions,
-    rng: &mut SeededRng,
-) -> Result<u64> {
-    let predicted = model.predict(images, options, rng)?;
-    let hits = predicted
-        .to_dtype(DType::U32)?
-        .eq(&labels.to_dtype(DType::U32)?)?
-        .to_dtype(DType::U32)?
-        .sum_all()?
-        .to_scalar::<u32>()?;
-    Ok(u64::from(hits))
 }
 
 /// The accuracy of `model` on `split`.
 pub fn evaluate(
     model: &dyn Variant,
     split: &Split,
-    options: &InferenceOptions,
-    batch_size: usize,
+    settings: &InferenceSettings,
     rng: &mut SeededRng,
     progress: Option<&Progress>,
-) -> Result<Accuracy> {
+) -> Result<Evaluation> {
     let start = Instant::now();
-    let mut correct = 0;
-    for batch in split.batches(batch_size, None)? {
-        let (images, labels) = batch?;
-        correct += count_correct(model, &images, &labels, options, rng)?;
-        if let Some(p) = progress {
-            p.eval_images(labels.dim(0)?);
-        }
-    }
-    Ok(Accuracy {
-        correct,
-        total: split.len() as u64,
+    let accuracy = inference::evaluate_with_progress(
+        model,
+        split.images(),
+        split.labels(),
+        settings,
+        rng,
+        &mut |n| {
+            if let Some(p) = progress {
+                p.eval_images(n);
+            }
+        },
+    )?;
+    Ok(Evaluation {
+        accuracy,
         seconds: start.elapsed().as_secs_f64(),
     })
 }
 
-/// The inference options of `args` on top of the run's `[eval]` settings.
-pub fn inference_options(args: &InferenceArgs, config: &RunConfig) -> InferenceOptions {
-    let mut options = config.eval.inference_options();
+/// The inference settings of `args` on top of the run's `[eval]` settings.
+pub fn inference_settings(args: &InferenceArgs, config: &RunConfig) -> InferenceSettings {
+    let mut settings = config.eval.settings();
     if let Some(steps) = args.steps {
-        options.steps = Some(steps);
+        settings.options.steps = Some(steps);
     }
     if let Some(solver) = args.solver {
-        options.solver = Some(solver.into());
+        settings.options.solver = Some(solver.into());
     }
     if args.deterministic {
-        options.deterministic = Some(true);
+        settings.options.deterministic = Some(true);
     }
     if let Some(runs) = args.runs {
-        options.runs = Some(runs);
+        settings.runs = runs;
     }
-    options
+    if let Some(batch_size) = args.batch_size {
+        settings.batch_size = batch_size;
+    }
+    settings
+}
+
+/// The inference settings actually used: each option resolved to the
+/// model's own default where unset (from its configuration).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UsedSettings {
+    /// ODE steps (variants that integrate an ODE), else None.
+    pub steps: Option<usize>,
+    /// ODE integrator, likewise.
+    pub solver: Option<String>,
+    /// Whether no noise was injected (variants that do not integrate an
+    /// ODE), else None.
+    pub deterministic: Option<bool>,
+    pub runs: usize,
+    pub batch_size: usize,
+}
+
+impl UsedSettings {
+    /// `settings` over the defaults in `variant_config` (the model's JSON).
+    pub fn new(
+        variant: &str,
+        settings: &InferenceSettings,
+        variant_config: &serde_json::Value,
+    ) -> Self {
+        let ode = registry::find(variant).is_ok_and(|v| v.integrates_ode());
+        let options = &settings.options;
+        let default_usize = |key: &str| {
+            variant_config
+                .get(key)
+                .and_then(serde_json::Value::as_u64)
+                .map(|v| v as usize)
+        };
+        let default_str = |key: &str| {
+            variant_config
+                .get(key)
+                .and_then(serde_json::Value::as_str)
+                .map(String::from)
+        };
+        Self {
+            steps: ode
+                .then(|| options.steps.or_else(|| default_usize("inference_steps")))
+                .flatten(),
+            solver: ode
+                .then(|| options.solver.map(|s| s.as_str().to_string()).or_else(|| default_str("solver")))
+                .flatten(),
+            deterministic: (!ode)
+                .then(|| {
+                    options.deterministic.or_else(|| {
+                        variant_config
+                            .get("deterministic")
+                            .and_then(serde_json::Value::as_bool)
+                    })
+                })
+                .flatten(),
+            runs: settings.runs,
+            batch_size: settings.batch_size,
+        }
+    }
+
+    fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(steps) = self.steps {
+            parts.push(format!("{steps} {} steps", self.solver.as_deref().unwrap_or("ODE")));
+        }
+        if let Some(d) = self.deterministic {
+            parts.push(if d { "deterministic" } else { "stochastic" }.to_string());
+        }
+        parts.push(format!(
+            "{} run{}",
+            self.runs,
+            if self.runs == 1 { "" } else { "s" }
+        ));
+        parts.push(format!("batches of {}", self.batch_size));
+        parts.join(", ")
+    }
 }
 
 /// Runs `noprop eval`: the accuracy of a checkpoint on its dataset's test
@@ -130,65 +192,74 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             data_spec
         );
     }
-    let options = inference_options(&args.inference, config);
+    let settings = inference_settings(&args.inference, config);
     let seed = args.inference.seed.unwrap_or(config.seed);
     let mut rng = SeededRng::new(seed).fork(EVAL_STREAM);
     let progress = Progress::eval_only(!args.json);
     progress.start_eval("test", dataset.test().len());
-    let acc = evaluate(
+    let evaluation = evaluate(
         loaded.model.as_ref(),
         dataset.test(),
-        &options,
-        args.batch_size,
+        &settings,
         &mut rng,
         Some(&progress),
     )?;
     progress.finish();
-    let ms_per_image = 1000.0 * acc.seconds / acc.total.max(1) as f64;
-    let solver = options.solver.map(|s| format!("{s:?}").to_lowercase());
+    let acc = &evaluation.accuracy;
+    let images = acc.total;
+    let ms_per_image = 1000.0 * evaluation.seconds / images.max(1) as f64;
+    let variant_config = loaded.model.config_json()?;
+    let used = UsedSettings::new(&config.variant, &settings, &variant_config);
     if args.json {
         let value = json!({
             "checkpoint": args.checkpoint.display().to_string(),
-            "variant": config.variant.as_str(),
+            "variant": config.variant,
             "dataset": dataset.kind().name(),
             "split": "test",
-            "accuracy": acc.fraction(),
-            "correct": acc.correct,
-            "images": acc.total,
-            "seconds": acc.seconds,
+            // The mean of the single runs' accuracies (one run: its accuracy).
+            "accuracy": acc.mean(),
+            "accuracy_std": acc.std(),
+            "run_accuracies": acc.per_run(),
+            // The averaged probabilities of the runs, scored once.
+            "ensemble_accuracy": acc.ensemble(),
+            "correct_per_run": acc.correct_per_run,
+            "images": images,
+            "seconds": evaluation.seconds,
             "ms_per_image": ms_per_image,
-            "images_per_second": acc.total as f64 / acc.seconds.max(1e-9),
+            "images_per_second": images as f64 / evaluation.seconds.max(1e-9),
             "seed": seed,
-            // Unset options above mean these, the model's own defaults.
-            "variant_config": loaded.model.config_json(),
-            "options": {
-                "steps": options.steps,
-                "solver": solver,
-                "deterministic": options.deterministic,
-                "runs": options.runs,
-            },
+            "settings": used,
+            "variant_config": variant_config,
         });
         println!("{value}");
     } else {
-        let setting = |name: &str, v: Option<String>| {
-            format!("{name} {}", v.unwrap_or_else(|| "default".into()))
+        let runs = acc.per_run();
+        let headline = if runs.len() == 1 {
+            format!(
+                "test accuracy {:.2}% ({}/{})",
+                100.0 * acc.mean(),
+                acc.correct_per_run[0],
+                images
+            )
+        } else {
+            let each: Vec<String> = runs.iter().map(|a| format!("{:.2}", 100.0 * a)).collect();
+            format!(
+                "test accuracy {:.2}% +- {:.2} (mean +- sd of {} single runs: {}); ensemble of the runs {:.2}%",
+                100.0 * acc.mean(),
+                100.0 * acc.std(),
+                runs.len(),
+                each.join(", "),
+                100.0 * acc.ensemble()
+            )
         };
         println!(
-            "{}: test accuracy {:.2}% ({}/{}) on {}; {:.2} s ({:.3} ms/image); {}, {}, {}, {}",
+            "{}: {headline} on {} {} images; {:.2} s ({:.3} ms/image); {}",
             args.checkpoint.display(),
-            100.0 * acc.fraction(),
-            acc.correct,
-            acc.total,
+            images,
             dataset.kind(),
-            acc.seconds,
+            evaluation.seconds,
             ms_per_image,
-            setting("steps", options.steps.map(|s| s.to_string())),
-            setting("solver", solver),
-            setting(
-                "deterministic",
-                options.deterministic.map(|d| d.to_string())
-            ),
-            setting("runs", options.runs.map(|r| r.to_string())),
+            used.describe(),
         );
     }
     Ok(())
@@ -199,17 +270,18 @@ mod tests {
     use super::*;
     use crate::testing::{blob_spec, blobs, LinearSoftmax};
     use candle_core::Device;
+    use noprop_core::InferenceOptions;
 
     #[test]
     fn accuracy_counts_matching_argmax_in_batches() {
         let model = LinearSoftmax::new(blob_spec(), 0, &Device::Cpu).unwrap();
         let split = blobs(50, 1);
-        let options = InferenceOptions::default();
+        let settings = InferenceSettings::new(InferenceOptions::default()).with_batch_size(7);
         let mut rng = SeededRng::new(0);
         // Independent count: argmax of the probabilities on the whole split at once.
-        let probs = model
-            .predict_proba(split.images(), &options, &mut rng)
-            .unwrap();
+        let probs = &model
+            .predict_runs(split.images(), &settings.options, 1, &mut rng)
+            .unwrap()[0];
         let rows = probs.to_vec2::<f32>().unwrap();
         let labels = split.labels().to_vec1::<u32>().unwrap();
         let expected = rows
@@ -220,8 +292,8 @@ mod tests {
                 best as u32 == y
             })
             .count() as u64;
-        let acc = evaluate(&model, &split, &options, 7, &mut rng, None).unwrap();
-        assert_eq!(acc.total, 50);
-        assert_eq!(acc.correct, expected);
+        let acc = evaluate(&model, &split, &settings, &mut rng, None).unwrap();
+        assert_eq!(acc.accuracy.total, 50);
+        assert_eq!(acc.accuracy.correct_per_run, vec![expected]);
     }
 }

@@ -3,7 +3,7 @@
 //! (`scripts/cuda/gpu-check.sh` runs it on a GPU machine; see
 //! `docs/cuda.md`).
 //!
-//! For each variant, built through [`crate::variants`]:
+//! For each variant, built through [`crate::registry`]:
 //!
 //! 1. **Agreement.** The model is built from the seed on the CPU and again
 //!    on the device; the CPU variables are copied into the device model
@@ -43,15 +43,14 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
-use noprop_core::variant::ModelSpec;
-use noprop_core::{InferenceOptions, SeededRng, Variant, VariantKind};
+use noprop_core::{InferenceOptions, ModelSpec, SeededRng, Variant};
 use noprop_data::{Dataset, DatasetConfig, DatasetKind};
 use serde::Serialize;
 
 use crate::atomic::write_atomic;
 use crate::cli::GpuCheckArgs;
+use crate::registry::{self, VariantEntry};
 use crate::train::{EVAL_STREAM, TRAIN_STREAM};
-use crate::variants;
 
 /// Largest relative difference allowed between a device and a CPU tensor.
 pub const TOLERANCE: f64 = 1e-3;
@@ -187,11 +186,16 @@ pub fn run(args: &GpuCheckArgs) -> Result<ExitCode> {
             bail!("--json: directory {} does not exist", dir.display());
         }
     }
-    let mut kinds: Vec<VariantKind> = Vec::new();
-    for v in &args.variants {
-        let kind = VariantKind::from(*v);
-        if !kinds.contains(&kind) {
-            kinds.push(kind);
+    let mut kinds: Vec<&'static dyn VariantEntry> = Vec::new();
+    let wanted = if args.variants.is_empty() {
+        registry::names().iter().map(|s| s.to_string()).collect()
+    } else {
+        args.variants.clone()
+    };
+    for name in &wanted {
+        let entry = registry::find(name)?;
+        if !kinds.iter().any(|k| k.name() == entry.name()) {
+            kinds.push(entry);
         }
     }
     let (dataset, data_label) = load_data(args)?;
@@ -215,7 +219,7 @@ pub fn run(args: &GpuCheckArgs) -> Result<ExitCode> {
     let mut reports = Vec::new();
     for kind in kinds {
         let mut report = VariantReport {
-            variant: kind.as_str(),
+            variant: kind.name(),
             ok: false,
             parameters: None,
             agreement: None,
@@ -237,7 +241,7 @@ pub fn run(args: &GpuCheckArgs) -> Result<ExitCode> {
             Ok(()) => report.ok = report.agreement.as_ref().is_some_and(|a| a.ok),
             Err(e) => {
                 let message = format!("{e:#}");
-                eprintln!("gpu-check: {}: error: {message}", kind.as_str());
+                eprintln!("gpu-check: {}: error: {message}", kind.name());
                 report.error = Some(message);
             }
         }
@@ -333,7 +337,7 @@ fn training_batches(
 
 /// The three measurements for `kind`, filled into `report` as they finish.
 fn check_variant(
-    kind: VariantKind,
+    kind: &dyn VariantEntry,
     spec: ModelSpec,
     cpu_batches: &[(Tensor, Tensor)],
     device_batches: &[(Tensor, Tensor)],
@@ -341,19 +345,24 @@ fn check_variant(
     args: &GpuCheckArgs,
     report: &mut VariantReport,
 ) -> Result<()> {
-    let name = kind.as_str();
-    let section = variants::resolve_section(kind, None)?;
-    let prototypes = variants::uses_prototypes(kind, &section)?;
+    let name = kind.name();
+    let section = kind.resolve(None)?;
     let build = |batch: &(Tensor, Tensor), device: &Device| {
-        let source = prototypes.then_some((&batch.0, &batch.1));
-        variants::build(kind, &section, spec, source, args.seed, device)
+        registry::build_for_training(
+            kind,
+            &section,
+            spec,
+            Some((&batch.0, &batch.1)),
+            args.seed,
+            device,
+        )
     };
     let mut cpu_model = build(&cpu_batches[0], &Device::Cpu)?;
     let mut device_model = build(&device_batches[0], device)?;
     copy_weights(cpu_model.as_ref(), device_model.as_mut())?;
     check_on_device(device_model.as_ref(), device)?;
     report.parameters = Some(device_model.params().count_trainable(""));
-    report.variant_config = Some(device_model.config_json());
+    report.variant_config = Some(device_model.config_json()?);
 
     eprintln!("gpu-check: {name}: one step on cpu and on {}", args.device);
     let mut rng = SeededRng::new(args.seed).fork(TRAIN_STREAM);
@@ -389,10 +398,9 @@ fn check_variant(
     report.training = Some(training);
 
     eprintln!("gpu-check: {name}: inference latency");
-    let ode_steps = (kind != VariantKind::Dt).then_some(args.inference_steps);
+    let ode_steps = kind.integrates_ode().then_some(args.inference_steps);
     let options = InferenceOptions {
         steps: ode_steps,
-        runs: Some(1),
         ..InferenceOptions::default()
     };
     let images = &device_batches[0].0;
@@ -664,12 +672,12 @@ pub fn measure_latency(
 ) -> Result<Latency> {
     let mut rng = SeededRng::new(seed).fork(EVAL_STREAM);
     let mut time = |x: &Tensor| -> Result<Vec<f64>> {
-        model.predict(x, options, &mut rng)?;
+        model.predict_runs(x, options, 1, &mut rng)?;
         device.synchronize()?;
         (0..runs)
             .map(|_| {
                 let started = Instant::now();
-                model.predict(x, options, &mut rng)?;
+                model.predict_runs(x, options, 1, &mut rng)?;
                 device.synchronize()?;
                 Ok(1000.0 * started.elapsed().as_secs_f64())
             })

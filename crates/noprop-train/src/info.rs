@@ -1,24 +1,24 @@
 //! `noprop info`: what a model is. The variant, its parameter counts per
-//! group, its noise schedule (DT: the fixed cosine schedule with SNR deltas
-//! and the posterior coefficients of Eq. 3; CT: the learned schedule on a
-//! grid of t) and, for a checkpoint, its metadata.
+//! group, its noise schedule ([`noprop_core::Variant::schedule_table`]: a
+//! fixed discrete schedule at its steps, a learned one on a grid of t) and,
+//! for a checkpoint, its metadata. `noprop info --list` lists the
+//! registered variants.
 
 use std::collections::BTreeMap;
 
 use anyhow::Result;
 use candle_core::Device;
 use noprop_core::params::is_buffer;
-use noprop_core::variant::ModelSpec;
-use noprop_core::{ParamStore, VariantKind};
+use noprop_core::{ModelSpec, ParamStore};
 use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::checkpoint::CheckpointMeta;
 use crate::cli::InfoArgs;
 use crate::config::RunConfig;
-use crate::model::{build_fresh, load_model};
+use crate::model::{build_blank, build_fresh, load_model};
 use crate::overrides::Override;
-use crate::variants::{self, ScheduleTable};
+use crate::registry::{self, Sections};
 
 /// Parameter counts of one group of variables.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -65,9 +65,12 @@ pub fn parameter_groups(store: &ParamStore) -> BTreeMap<String, GroupCount> {
 
 /// Runs `noprop info`.
 pub fn run(args: &InfoArgs) -> Result<()> {
+    if args.list {
+        return list_variants(args.json);
+    }
     let device = Device::Cpu;
     let mut checkpoint_tensors = None;
-    let (config, model, meta, source) = match (&args.checkpoint, args.variant) {
+    let (config, model, meta, source) = match (&args.checkpoint, &args.variant) {
         (Some(path), _) => {
             let loaded = load_model(path, &device)?;
             let meta = loaded.checkpoint.meta.clone();
@@ -87,16 +90,11 @@ pub fn run(args: &InfoArgs) -> Result<()> {
             )
         }
         (None, Some(variant)) => {
-            let kind = VariantKind::from(variant);
-            let mut overrides = vec![Override::flag("--variant", &["variant"], kind.as_str())];
+            let mut overrides = vec![Override::flag("--variant", &["variant"], variant.as_str())];
             for text in &args.set {
                 overrides.push(Override::parse_set(text)?);
             }
-            let config = RunConfig::load(
-                args.config.as_deref(),
-                &overrides,
-                &variants::resolve_section,
-            )?;
+            let config = RunConfig::load(args.config.as_deref(), &overrides, &Sections)?;
             let data_kind = config.data.kind()?;
             let (c, h, _) = data_kind.image_shape();
             let spec = ModelSpec {
@@ -104,21 +102,24 @@ pub fn run(args: &InfoArgs) -> Result<()> {
                 image_size: h,
                 num_classes: data_kind.num_classes(),
             };
-            let model = build_fresh(&config, spec, None, &device)?;
-            let source = format!("fresh model, seed {}", config.seed);
+            let entry = registry::find(&config.variant)?;
+            let (model, source) = if entry.uses_prototypes(config.variant_section()?)? {
+                // Prototype rows are training images: without loading the
+                // data, W has its shape but no values.
+                let model = build_blank(&config, spec, &device)?;
+                (model, "fresh model, prototype W not initialised".to_string())
+            } else {
+                let model = build_fresh(&config, spec, None, &device)?;
+                (model, format!("fresh model, seed {}", config.seed))
+            };
             (config, model, None, source)
         }
-        (None, None) => anyhow::bail!("give --variant or --checkpoint"),
+        (None, None) => anyhow::bail!("give --variant, --checkpoint or --list"),
     };
     let groups = parameter_groups(model.params());
     let total: usize = groups.values().map(|g| g.parameters).sum();
     let buffers: usize = groups.values().map(|g| g.buffers).sum();
-    let schedule = variants::schedule_table(
-        config.variant,
-        config.variant_section()?,
-        model.as_ref(),
-        args.grid,
-    )?;
+    let schedule = model.schedule_table(args.grid)?;
     // The tensors of the file (for a checkpoint) or of the model.
     let tensors: Vec<Value> = match &checkpoint_tensors {
         Some(list) => list.clone(),
@@ -132,26 +133,25 @@ pub fn run(args: &InfoArgs) -> Result<()> {
 
     if args.json {
         let value = json!({
-            "variant": config.variant.as_str(),
+            "variant": config.variant,
+            "label": registry::label(&config.variant),
             "source": source,
             "parameters": {
                 "total": total,
                 "buffers": buffers,
                 "groups": groups,
             },
-            "schedule": schedule.as_ref().map(schedule_json),
+            // Undefined and non-finite values are null (JSON has no infinity).
+            "schedule": schedule,
             "tensors": tensors,
             "checkpoint": meta.as_ref().map(meta_json),
             "config": serde_json::to_value(&config)?,
-            "variant_config": model.config_json(),
+            "variant_config": model.config_json()?,
         });
         println!("{value}");
         return Ok(());
     }
-    println!(
-        "NoProp-{} ({source})",
-        config.variant.as_str().to_uppercase()
-    );
+    println!("{} ({source})", registry::label(&config.variant));
     if let Some(meta) = &meta {
         println!(
             "checkpoint: {} (format {}), written by noprop {}",
@@ -218,31 +218,27 @@ fn tensor_json(name: &str, t: &candle_core::Tensor) -> Value {
     json!({ "name": name, "dtype": dtype, "shape": t.dims() })
 }
 
-/// A schedule as `{label, columns, table: [{column: value}, ...]}`.
-fn schedule_json(table: &ScheduleTable) -> Value {
-    let rows: Vec<Value> = table
-        .rows
-        .iter()
-        .map(|row| {
-            let object: serde_json::Map<String, Value> = table
-                .columns
-                .iter()
-                .zip(row)
-                .map(|(c, x)| (c.clone(), x.map_or(Value::Null, json_number)))
-                .collect();
-            Value::Object(object)
-        })
-        .collect();
-    json!({ "label": table.label, "columns": table.columns, "table": rows })
-}
-
-/// Infinite values (SNR at alpha_bar = 1) as strings, since JSON has none.
-fn json_number(x: f64) -> Value {
-    if x.is_finite() {
-        json!(x)
+/// `noprop info --list`: every registered variant, one per line (or JSON).
+fn list_variants(json: bool) -> Result<()> {
+    if json {
+        let list: Vec<Value> = registry::VARIANTS
+            .iter()
+            .map(|v| {
+                json!({
+                    "name": v.name(),
+                    "label": v.label(),
+                    "summary": v.summary(),
+                    "integrates_ode": v.integrates_ode(),
+                })
+            })
+            .collect();
+        println!("{}", Value::Array(list));
     } else {
-        json!(x.to_string())
+        for v in registry::VARIANTS {
+            println!("{:<10} {:<10} {}", v.name(), v.label(), v.summary());
+        }
     }
+    Ok(())
 }
 
 fn meta_json(meta: &CheckpointMeta) -> Value {

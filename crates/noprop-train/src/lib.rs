@@ -3,8 +3,8 @@
 //! The `noprop` command-line trainer: train, evaluate, predict, inspect and
 //! export NoProp models; TOML run configurations; safetensors checkpoints
 //! that resume bitwise-exactly; `metrics.jsonl` logs. It drives the variants
-//! (NoProp-DT, -CT, -FM) only through the [`noprop_core::Variant`] trait;
-//! [`variants`] is the one place that knows the concrete crates.
+//! only through the [`noprop_core::Variant`] trait; [`registry`] is the one
+//! place that knows the concrete crates.
 //!
 //! ```text
 //! noprop train --variant dt --epochs 3 --out runs/dt        # or --config configs/paper-mnist-dt.toml
@@ -43,10 +43,10 @@ pub mod model;
 pub mod overrides;
 pub mod predict;
 pub mod progress;
+pub mod registry;
 pub mod report;
 pub mod train;
 pub mod train_command;
-pub mod variants;
 
 #[cfg(test)]
 mod testing;

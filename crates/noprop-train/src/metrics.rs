@@ -6,7 +6,9 @@
 //! (mean of each named loss term), `train_accuracy` (fraction in [0, 1],
 //! running, on the batches measured; null when none was) with
 //! `train_accuracy_images`, `validation_accuracy` (null without a validation
-//! split), `test_accuracy`, `train_seconds` (the steps only),
+//! split), `test_accuracy` (with several inference runs, `eval.runs`, the
+//! mean of the single runs, and `test_run_accuracies` and
+//! `test_ensemble_accuracy` beside it), `train_seconds` (the steps only),
 //! `train_accuracy_seconds`, `eval_seconds`, `images_per_second` (training
 //! throughput), `learning_rate` (null if the variant reports none),
 //! `best` (whether this epoch produced `best.safetensors`), `timestamp`
@@ -74,7 +76,15 @@ pub struct EpochMetrics {
     pub train_accuracy: Option<f64>,
     pub train_accuracy_images: u64,
     pub validation_accuracy: Option<f64>,
+    /// With `eval.runs` = 1 that run's accuracy, else the mean of the
+    /// single runs' accuracies.
     pub test_accuracy: f64,
+    /// Each run's test accuracy (only with `eval.runs` > 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_run_accuracies: Option<Vec<f64>>,
+    /// The test accuracy of the runs' ensemble (only with `eval.runs` > 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_ensemble_accuracy: Option<f64>,
     pub train_seconds: f64,
     pub train_accuracy_seconds: f64,
     pub eval_seconds: f64,
@@ -101,6 +111,8 @@ impl EpochMetrics {
             train_accuracy_images: totals.measured,
             validation_accuracy: None,
             test_accuracy: f64::NAN,
+            test_run_accuracies: None,
+            test_ensemble_accuracy: None,
             train_seconds: totals.train_seconds,
             train_accuracy_seconds: totals.train_accuracy_seconds,
             eval_seconds: 0.0,

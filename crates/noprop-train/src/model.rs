@@ -1,15 +1,16 @@
 //! Building models: fresh from a run configuration, or from a checkpoint.
+//! Both go through the variant registry; a model to load a checkpoint into
+//! is built the same way for every variant ([`ModelInit::ForLoading`]).
 
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Device, Tensor};
-use noprop_core::variant::ModelSpec;
-use noprop_core::Variant;
+use candle_core::{Device, Tensor};
+use noprop_core::{ModelInit, ModelSpec, Variant};
 
 use crate::checkpoint::Checkpoint;
 use crate::config::RunConfig;
-use crate::variants;
+use crate::registry::{self, Sections};
 
 /// A model restored from a checkpoint, with what it was built from.
 pub struct LoadedModel {
@@ -18,42 +19,53 @@ pub struct LoadedModel {
     pub model: Box<dyn Variant>,
 }
 
-/// Builds a fresh model for `config`. `train` (normalised images and
-/// labels) is used only for prototype embeddings.
+/// Builds a fresh model for training `config`. `train` (normalised images
+/// and labels) is needed by prototype embeddings only.
 pub fn build_fresh(
     config: &RunConfig,
     spec: ModelSpec,
     train: Option<(&Tensor, &Tensor)>,
     device: &Device,
 ) -> Result<Box<dyn Variant>> {
-    let section = config.variant_section()?;
-    let needs = variants::uses_prototypes(config.variant, section)?;
-    let placeholder;
-    let source = match (needs, train) {
-        (false, _) => None,
-        (true, Some(train)) => Some(train),
-        (true, None) => {
-            placeholder = placeholder_prototypes(spec, device)?;
-            Some((&placeholder.0, &placeholder.1))
-        }
-    };
-    variants::build(config.variant, section, spec, source, config.seed, device)
+    let entry = registry::find(&config.variant)?;
+    registry::build_for_training(
+        entry,
+        config.variant_section()?,
+        spec,
+        train,
+        config.seed,
+        device,
+    )
+}
+
+/// Builds a model of `config`'s variant with the right variables for a
+/// checkpoint to be loaded into (no training images needed).
+pub fn build_blank(config: &RunConfig, spec: ModelSpec, device: &Device) -> Result<Box<dyn Variant>> {
+    let entry = registry::find(&config.variant)?;
+    entry.build(config.variant_section()?, spec, ModelInit::ForLoading, device)
+}
+
+/// The run configuration stored in a checkpoint, checked against the
+/// checkpoint's own `variant` metadata.
+pub fn checkpoint_config(checkpoint: &Checkpoint, path: &Path) -> Result<RunConfig> {
+    let config = RunConfig::from_json(&checkpoint.meta.config_json, &Sections)
+        .with_context(|| format!("checkpoint {}: bad `config` metadata", path.display()))?;
+    if config.variant != checkpoint.meta.variant {
+        bail!(
+            "checkpoint {}: metadata says variant {} but its config says {}",
+            path.display(),
+            checkpoint.meta.variant,
+            config.variant
+        );
+    }
+    Ok(config)
 }
 
 /// Loads the checkpoint at `path` and the model it holds, on `device`.
 pub fn load_model(path: &Path, device: &Device) -> Result<LoadedModel> {
     let checkpoint = Checkpoint::load(path, device)?;
-    let config = RunConfig::from_json(&checkpoint.meta.config_json, &variants::resolve_section)
-        .with_context(|| format!("checkpoint {}: bad `config` metadata", path.display()))?;
-    if config.variant.as_str() != checkpoint.meta.variant {
-        bail!(
-            "checkpoint {}: metadata says variant {} but its config says {}",
-            path.display(),
-            checkpoint.meta.variant,
-            config.variant.as_str()
-        );
-    }
-    let mut model = build_fresh(&config, checkpoint.meta.spec, None, device)
+    let config = checkpoint_config(&checkpoint, path)?;
+    let mut model = build_blank(&config, checkpoint.meta.spec, device)
         .with_context(|| format!("checkpoint {}: cannot build its model", path.display()))?;
     checkpoint
         .restore_into(model.as_mut())
@@ -63,19 +75,4 @@ pub fn load_model(path: &Path, device: &Device) -> Result<LoadedModel> {
         config,
         model,
     })
-}
-
-/// Stand-in training images for building a prototype-embedding model whose
-/// embedding is about to be overwritten by a checkpoint: two blank images
-/// per class (the prototype initialiser needs at least one pair per class).
-pub fn placeholder_prototypes(spec: ModelSpec, device: &Device) -> Result<(Tensor, Tensor)> {
-    let m = spec.num_classes;
-    let images = Tensor::zeros(
-        (2 * m, spec.in_channels, spec.image_size, spec.image_size),
-        DType::F32,
-        device,
-    )?;
-    let labels: Vec<u32> = (0..2 * m as u32).map(|i| i % m as u32).collect();
-    let labels = Tensor::from_vec(labels, 2 * m, device)?;
-    Ok((images, labels))
 }

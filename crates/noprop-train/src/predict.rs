@@ -18,7 +18,7 @@ use noprop_core::SeededRng;
 use serde_json::json;
 
 use crate::cli::PredictArgs;
-use crate::eval::inference_options;
+use crate::eval::inference_settings;
 use crate::model::load_model;
 use crate::train::EVAL_STREAM;
 
@@ -77,13 +77,13 @@ pub fn run(args: &PredictArgs) -> Result<()> {
         })
         .collect::<Result<Vec<_>>>()?;
     let batch = Tensor::stack(&images, 0)?;
-    let options = inference_options(&args.inference, &loaded.config);
+    let settings = inference_settings(&args.inference, &loaded.config);
     let seed = args.inference.seed.unwrap_or(loaded.config.seed);
     let mut rng = SeededRng::new(seed).fork(EVAL_STREAM);
-    let probabilities = loaded
-        .model
-        .predict_proba(&batch, &options, &mut rng)?
-        .to_vec2::<f32>()?;
+    // With several runs: their ensemble (averaged probabilities).
+    let probabilities =
+        noprop_core::inference::predict_proba(loaded.model.as_ref(), &batch, &settings, &mut rng)?
+            .to_vec2::<f32>()?;
     let mut results = Vec::new();
     for (path, probs) in args.images.iter().zip(&probabilities) {
         let (class, p) =

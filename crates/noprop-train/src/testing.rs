@@ -10,9 +10,11 @@
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Result, Tensor, Var};
-use noprop_core::variant::ModelSpec;
-use noprop_core::{InferenceOptions, ParamStore, SeededRng, StepReport, Variant, VariantKind};
+use noprop_core::{InferenceOptions, ModelSpec, ParamStore, SeededRng, StepReport, Variant};
 use noprop_data::Split;
+
+/// The name [`LinearSoftmax`] reports (no registered variant has it).
+pub const TEST_VARIANT: &str = "linear-softmax";
 
 /// Linear softmax classifier with SGD + momentum.
 pub struct LinearSoftmax {
@@ -22,8 +24,8 @@ pub struct LinearSoftmax {
     velocity_weight: Tensor,
     velocity_bias: Tensor,
     steps: u32,
-    num_classes: usize,
-    kind: VariantKind,
+    spec: ModelSpec,
+    name: &'static str,
     /// Learning rate; public so a test can make training diverge.
     pub lr: f64,
     momentum: f64,
@@ -51,8 +53,8 @@ impl LinearSoftmax {
             weight,
             bias,
             steps: 0,
-            num_classes: m,
-            kind: VariantKind::Fm,
+            spec,
+            name: TEST_VARIANT,
             lr: 0.05,
             momentum: 0.9,
             input_noise: 0.1,
@@ -60,8 +62,8 @@ impl LinearSoftmax {
     }
 
     /// Pretends to be another variant (for the wrong-variant checks).
-    pub fn with_kind(mut self, kind: VariantKind) -> Self {
-        self.kind = kind;
+    pub fn with_name(mut self, name: &'static str) -> Self {
+        self.name = name;
         self
     }
 
@@ -74,12 +76,12 @@ impl LinearSoftmax {
 }
 
 impl Variant for LinearSoftmax {
-    fn kind(&self) -> VariantKind {
-        self.kind
+    fn name(&self) -> &'static str {
+        self.name
     }
 
-    fn num_classes(&self) -> usize {
-        self.num_classes
+    fn spec(&self) -> ModelSpec {
+        self.spec
     }
 
     fn train_step(
@@ -108,13 +110,16 @@ impl Variant for LinearSoftmax {
         })
     }
 
-    fn predict_proba(
+    /// Deterministic: every run is the same softmax.
+    fn predict_runs(
         &self,
         images: &Tensor,
         _options: &InferenceOptions,
+        runs: usize,
         _rng: &mut SeededRng,
-    ) -> Result<Tensor> {
-        candle_nn::ops::softmax_last_dim(&self.logits(images)?)
+    ) -> Result<Vec<Tensor>> {
+        let probs = candle_nn::ops::softmax_last_dim(&self.logits(images)?)?;
+        Ok(vec![probs; runs])
     }
 
     fn params(&self) -> &ParamStore {
@@ -156,8 +161,8 @@ impl Variant for LinearSoftmax {
         Ok(())
     }
 
-    fn config_json(&self) -> serde_json::Value {
-        serde_json::json!({ "lr": self.lr, "momentum": self.momentum })
+    fn config_json(&self) -> Result<serde_json::Value> {
+        Ok(serde_json::json!({ "lr": self.lr, "momentum": self.momentum }))
     }
 }
 
@@ -221,11 +226,11 @@ impl<'a> Scripted<'a> {
 }
 
 impl Variant for Scripted<'_> {
-    fn kind(&self) -> VariantKind {
-        self.inner.kind()
+    fn name(&self) -> &'static str {
+        self.inner.name()
     }
-    fn num_classes(&self) -> usize {
-        self.inner.num_classes()
+    fn spec(&self) -> ModelSpec {
+        self.inner.spec()
     }
     fn train_step(
         &mut self,
@@ -245,13 +250,14 @@ impl Variant for Scripted<'_> {
         }
         self.inner.train_step(images, labels, rng)
     }
-    fn predict_proba(
+    fn predict_runs(
         &self,
         images: &Tensor,
         options: &InferenceOptions,
+        runs: usize,
         rng: &mut SeededRng,
-    ) -> Result<Tensor> {
-        self.inner.predict_proba(images, options, rng)
+    ) -> Result<Vec<Tensor>> {
+        self.inner.predict_runs(images, options, runs, rng)
     }
     fn params(&self) -> &ParamStore {
         self.inner.params()
@@ -262,7 +268,7 @@ impl Variant for Scripted<'_> {
     fn load_optimizer_state(&mut self, state: &HashMap<String, Tensor>) -> Result<()> {
         self.inner.load_optimizer_state(state)
     }
-    fn config_json(&self) -> serde_json::Value {
+    fn config_json(&self) -> Result<serde_json::Value> {
         self.inner.config_json()
     }
 }

@@ -24,14 +24,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use noprop_core::variant::ModelSpec;
-use noprop_core::{InferenceOptions, SeededRng, Variant};
+use noprop_core::{InferenceOptions, InferenceSettings, ModelSpec, SeededRng, Variant};
 use noprop_data::{DatasetKind, Split};
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{Checkpoint, CheckpointKind, CheckpointMeta};
 use crate::config::RunConfig;
-use crate::eval::{count_correct, evaluate};
+use crate::eval::evaluate;
 use crate::metrics::{EpochMetrics, EpochTotals, MetricsLog};
 use crate::progress::Progress;
 
@@ -209,11 +208,17 @@ impl Trainer<'_> {
                 // Every n-th batch, and the last one, so short epochs report too.
                 if every > 0 && ((index + 1) % every == 0 || index + 1 == n_batches) {
                     let started = Instant::now();
-                    let options = self.train_accuracy_options();
+                    let settings = self.train_accuracy_settings(labels.dim(0)?);
                     let mut acc_rng = SeededRng::new(config.seed)
                         .fork(TRAIN_ACCURACY_STREAM.wrapping_add(state.step));
-                    let correct = count_correct(model, &images, &labels, &options, &mut acc_rng)?;
-                    let n = labels.dim(0)? as u64;
+                    let scored = noprop_core::inference::evaluate(
+                        model,
+                        &images,
+                        &labels,
+                        &settings,
+                        &mut acc_rng,
+                    )?;
+                    let (correct, n) = (scored.correct_per_run[0], scored.total);
                     state
                         .totals
                         .add_accuracy(correct, n, started.elapsed().as_secs_f64());
@@ -257,38 +262,28 @@ impl Trainer<'_> {
         progress: &Progress,
     ) -> Result<EpochMetrics> {
         let config = self.config;
-        let options = config.eval.inference_options();
+        let settings = config.eval.settings();
         let epoch = state.epochs_done + 1;
         let mut metrics = EpochMetrics::from_totals(epoch, state.step, &state.totals);
         let mut eval_seconds = 0.0;
         if let Some(validation) = self.data.validation {
             progress.start_eval("validation", validation.len());
             let mut rng = SeededRng::new(config.seed).fork(EVAL_STREAM);
-            let acc = evaluate(
-                model,
-                validation,
-                &options,
-                config.eval.batch_size,
-                &mut rng,
-                Some(progress),
-            )?;
-            metrics.validation_accuracy = Some(acc.fraction());
-            eval_seconds += acc.seconds;
+            let evaluation = evaluate(model, validation, &settings, &mut rng, Some(progress))?;
+            metrics.validation_accuracy = Some(evaluation.fraction());
+            eval_seconds += evaluation.seconds;
         }
         progress.start_eval("test", self.data.test.len());
         let mut rng = SeededRng::new(config.seed).fork(EVAL_STREAM);
-        let acc = evaluate(
-            model,
-            self.data.test,
-            &options,
-            config.eval.batch_size,
-            &mut rng,
-            Some(progress),
-        )?;
-        metrics.test_accuracy = acc.fraction();
-        eval_seconds += acc.seconds;
+        let evaluation = evaluate(model, self.data.test, &settings, &mut rng, Some(progress))?;
+        metrics.test_accuracy = evaluation.fraction();
+        if settings.runs > 1 {
+            metrics.test_run_accuracies = Some(evaluation.accuracy.per_run());
+            metrics.test_ensemble_accuracy = Some(evaluation.accuracy.ensemble());
+        }
+        eval_seconds += evaluation.seconds;
         metrics.eval_seconds = eval_seconds;
-        metrics.learning_rate = learning_rate(&model.config_json());
+        metrics.learning_rate = model.config_json()?.get("lr").and_then(|v| v.as_f64());
 
         let (score, split) = match metrics.validation_accuracy {
             Some(v) => (v, "validation"),
@@ -308,13 +303,17 @@ impl Trainer<'_> {
         Ok(metrics)
     }
 
-    /// Inference for the train-accuracy measurement: one run, few ODE steps.
-    fn train_accuracy_options(&self) -> InferenceOptions {
-        InferenceOptions {
-            steps: Some(self.config.train_accuracy_steps),
-            solver: self.config.eval.solver,
-            deterministic: self.config.eval.deterministic,
-            runs: Some(1),
+    /// Inference for the train-accuracy measurement: one run, few ODE
+    /// steps, the batch at once.
+    fn train_accuracy_settings(&self, batch: usize) -> InferenceSettings {
+        InferenceSettings {
+            options: InferenceOptions {
+                steps: Some(self.config.train_accuracy_steps),
+                solver: self.config.eval.solver,
+                deterministic: self.config.eval.deterministic,
+            },
+            runs: 1,
+            batch_size: batch.max(1),
         }
     }
 
@@ -322,9 +321,9 @@ impl Trainer<'_> {
     fn meta(&self, model: &dyn Variant, state: &TrainerState) -> Result<CheckpointMeta> {
         Ok(CheckpointMeta {
             kind: CheckpointKind::Training,
-            variant: model.kind().as_str().to_string(),
+            variant: model.name().to_string(),
             config_json: self.config.to_json()?,
-            variant_config_json: model.config_json().to_string(),
+            variant_config_json: model.config_json()?.to_string(),
             crate_version: env!("CARGO_PKG_VERSION").to_string(),
             epoch: state.epochs_done,
             step: state.step,
@@ -359,24 +358,6 @@ impl Trainer<'_> {
         );
         Ok(last)
     }
-}
-
-/// The learning rate a variant reports in its configuration (`lr` or
-/// `learning_rate`, at the top level or under `optimizer`), if any.
-pub fn learning_rate(config: &serde_json::Value) -> Option<f64> {
-    [
-        "lr",
-        "learning_rate",
-        "optimizer.lr",
-        "optimizer.learning_rate",
-        "optim.lr",
-    ]
-    .iter()
-    .find_map(|path| {
-        path.split('.')
-            .try_fold(config, |v, k| v.get(k))
-            .and_then(serde_json::Value::as_f64)
-    })
 }
 
 /// `epoch 2/5: loss 0.1234 (ce 0.1, ...), train 95.10%, test 96.20%, 12.3 s + eval 1.2 s`.
@@ -414,7 +395,7 @@ mod tests {
 
     fn config(epochs: usize) -> RunConfig {
         RunConfig {
-            variant: noprop_core::VariantKind::Fm,
+            variant: crate::testing::TEST_VARIANT.into(),
             epochs,
             batch_size: 16,
             train_accuracy_every: 2,
@@ -657,15 +638,5 @@ mod tests {
         let best = state.best.unwrap();
         assert_eq!(best.split, "validation");
         assert_eq!(Some(best.accuracy), last_epoch.unwrap().validation_accuracy);
-    }
-
-    #[test]
-    fn learning_rates_are_found_where_variants_put_them() {
-        assert_eq!(learning_rate(&serde_json::json!({"lr": 0.1})), Some(0.1));
-        assert_eq!(
-            learning_rate(&serde_json::json!({"optimizer": {"lr": 0.2}})),
-            Some(0.2)
-        );
-        assert_eq!(learning_rate(&serde_json::json!({"eta": 1.0})), None);
     }
 }

@@ -13,8 +13,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use anyhow::{bail, Context, Result};
-use noprop_core::variant::ModelSpec;
-use noprop_core::VariantKind;
+use noprop_core::ModelSpec;
 use noprop_data::Dataset;
 use serde_json::json;
 
@@ -23,25 +22,21 @@ use crate::checkpoint::Checkpoint;
 use crate::cli::{TrainArgs, EXIT_INTERRUPTED};
 use crate::config::RunConfig;
 use crate::metrics::MetricsLog;
-use crate::model::build_fresh;
+use crate::model::{build_blank, build_fresh};
 use crate::overrides::Override;
+use crate::registry::{self, Sections};
 use crate::train::{RunData, TrainOutcome, Trainer, BEST_CHECKPOINT, CONFIG_FILE, LAST_CHECKPOINT};
-use crate::variants;
 
 /// Runs `noprop train`.
 pub fn run(args: &TrainArgs) -> Result<ExitCode> {
     let (config, run_dir, resume) = match &args.resume {
         Some(dir) => reopen(args, dir)?,
         None => {
-            let config = RunConfig::load(
-                args.config.as_deref(),
-                &overrides(args)?,
-                &variants::resolve_section,
-            )?;
+            let config = RunConfig::load(args.config.as_deref(), &overrides(args)?, &Sections)?;
             let dir = args
                 .out
                 .clone()
-                .unwrap_or_else(|| default_run_dir(config.variant));
+                .unwrap_or_else(|| default_run_dir(&config.variant));
             prepare_run_dir(&dir, args.force)?;
             write_atomic(&dir.join(CONFIG_FILE), config.to_toml()?.as_bytes())
                 .with_context(|| format!("cannot write {}", dir.join(CONFIG_FILE).display()))?;
@@ -71,14 +66,14 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
     let checkpoint = if resume {
         let path = run_dir.join(LAST_CHECKPOINT);
         let checkpoint = Checkpoint::load(&path, &device)?;
-        if checkpoint.meta.variant != config.variant.as_str() {
+        if checkpoint.meta.variant != config.variant {
             bail!(
-                "cannot resume {}: {} holds a NoProp-{} model but {} says variant {}",
+                "cannot resume {}: {} holds a {} model but {} says variant {}",
                 run_dir.display(),
                 path.display(),
-                checkpoint.meta.variant.to_uppercase(),
+                registry::label(&checkpoint.meta.variant),
                 CONFIG_FILE,
-                config.variant.as_str()
+                config.variant
             );
         }
         if checkpoint.meta.spec != spec {
@@ -95,8 +90,13 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
         None
     };
     let train_split = dataset.train();
-    let prototype_source = (!resume).then(|| (train_split.images(), train_split.labels()));
-    let mut model = build_fresh(&config, spec, prototype_source, &device)?;
+    // A resumed model gets every value from its checkpoint.
+    let mut model = if resume {
+        build_blank(&config, spec, &device)?
+    } else {
+        let train = (train_split.images(), train_split.labels());
+        build_fresh(&config, spec, Some(train), &device)?
+    };
     tracing::info!(
         variant = config.variant.as_str(),
         parameters = model.params().count_trainable(""),
@@ -178,7 +178,7 @@ fn reopen(args: &TrainArgs, dir: &Path) -> Result<(RunConfig, PathBuf, bool)> {
             dir.display()
         );
     }
-    let mut config = RunConfig::from_toml_file(&config_path, &variants::resolve_section)?;
+    let mut config = RunConfig::from_toml_file(&config_path, &Sections)?;
     let mut changed = false;
     if let Some(epochs) = args.epochs {
         changed |= config.epochs != epochs;
@@ -198,12 +198,8 @@ fn reopen(args: &TrainArgs, dir: &Path) -> Result<(RunConfig, PathBuf, bool)> {
 /// The dedicated flags as configuration overrides, then the `--set` ones.
 fn overrides(args: &TrainArgs) -> Result<Vec<Override>> {
     let mut list = Vec::new();
-    if let Some(v) = args.variant {
-        list.push(Override::flag(
-            "--variant",
-            &["variant"],
-            VariantKind::from(v).as_str(),
-        ));
+    if let Some(v) = &args.variant {
+        list.push(Override::flag("--variant", &["variant"], v.as_str()));
     }
     let int = |n: u64| -> Result<i64> { i64::try_from(n).context("value too large") };
     if let Some(n) = args.epochs {
@@ -258,23 +254,23 @@ fn overrides(args: &TrainArgs) -> Result<Vec<Override>> {
     // --embedding and --lr map onto keys of the selected variant's section,
     // so the variant must be known: from --variant, else from the file.
     if args.embedding.is_some() || args.lr.is_some() {
-        let kind = match args.variant {
-            Some(v) => VariantKind::from(v),
+        // Every variant's configuration has `embedding` and `lr` keys.
+        let variant = match &args.variant {
+            Some(v) => v.clone(),
             None => variant_in_file(args.config.as_deref())?.context(
                 "--embedding and --lr need the variant: pass --variant (or set `variant` in --config)",
             )?,
         };
         if let Some(choice) = args.embedding {
-            let (path, value) = variants::embedding_override(kind, choice)?;
             list.push(Override {
-                path,
-                value,
+                path: vec![variant.clone(), "embedding".into()],
+                value: toml::Value::String(noprop_core::EmbeddingKind::from(choice).to_string()),
                 origin: "--embedding".into(),
             });
         }
         if let Some(lr) = args.lr {
             list.push(Override {
-                path: variants::lr_key(kind)?,
+                path: vec![variant.clone(), "lr".into()],
                 value: toml::Value::Float(lr),
                 origin: "--lr".into(),
             });
@@ -287,7 +283,7 @@ fn overrides(args: &TrainArgs) -> Result<Vec<Override>> {
 }
 
 /// The `variant` a config file sets, if any.
-fn variant_in_file(path: Option<&Path>) -> Result<Option<VariantKind>> {
+fn variant_in_file(path: Option<&Path>) -> Result<Option<String>> {
     let Some(path) = path else { return Ok(None) };
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read config file {}", path.display()))?;
@@ -305,14 +301,14 @@ fn variant_in_file(path: Option<&Path>) -> Result<Option<VariantKind>> {
 }
 
 /// `runs/<variant>-<YYYYMMDD-HHMMSS>` (UTC).
-fn default_run_dir(kind: VariantKind) -> PathBuf {
+fn default_run_dir(variant: &str) -> PathBuf {
     let stamp = crate::metrics::utc_timestamp(SystemTime::now());
     let compact: String = stamp
         .chars()
         .filter(|c| c.is_ascii_digit() || *c == 'T')
         .collect::<String>()
         .replace('T', "-");
-    PathBuf::from("runs").join(format!("{}-{compact}", kind.as_str()))
+    PathBuf::from("runs").join(format!("{variant}-{compact}"))
 }
 
 /// Creates `dir`, refusing to overwrite an existing run unless `force`.
@@ -410,8 +406,8 @@ fn report(
     } else {
         let pct = |x: Option<f64>| x.map_or("-".to_string(), |a| format!("{:.2}%", 100.0 * a));
         println!(
-            "{status}: NoProp-{} after {} epoch(s), {} steps; test accuracy {}; run directory {}",
-            config.variant.as_str().to_uppercase(),
+            "{status}: {} after {} epoch(s), {} steps; test accuracy {}; run directory {}",
+            registry::label(&config.variant),
             state.epochs_done,
             state.step,
             pct(last.as_ref().map(|m| m.test_accuracy)),

@@ -425,15 +425,14 @@ fn export_info_eval_and_predict_work_on_real_mnist_images() {
     assert_eq!(predictions.len(), 4);
 
     let loaded = noprop_train::model::load_model(&model_path, &Device::Cpu).unwrap();
-    let options = loaded.config.eval.inference_options();
+    let settings = loaded.config.eval.settings();
     let mut rng = SeededRng::new(loaded.config.seed).fork(noprop_train::train::EVAL_STREAM);
     let batch = data.test().images().narrow(0, 0, 4).unwrap();
-    let expected = loaded
-        .model
-        .predict_proba(&batch, &options, &mut rng)
-        .unwrap()
-        .to_vec2::<f32>()
-        .unwrap();
+    let expected =
+        noprop_core::inference::predict_proba(loaded.model.as_ref(), &batch, &settings, &mut rng)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
     for (prediction, expected) in predictions.iter().zip(&expected) {
         let probs: Vec<f64> = prediction["probabilities"]
             .as_array()
