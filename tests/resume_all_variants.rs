@@ -23,8 +23,8 @@ use noprop::train::checkpoint::Checkpoint;
 use noprop::train::config::RunConfig;
 use noprop::train::model::{build_blank, build_fresh};
 use noprop::train::overrides::Override;
-use noprop::train::train::{RunData, TrainOutcome, Trainer, LAST_CHECKPOINT};
 use noprop::train::registry::Sections;
+use noprop::train::train::{RunData, TrainOutcome, Trainer, LAST_CHECKPOINT};
 
 fn config(v: &str, epochs: usize, extra: &[&str]) -> RunConfig {
     let mut sets = vec![

@@ -273,7 +273,11 @@ fn registered_variants(noprop: &Path) -> Result<Vec<String>> {
         .output()
         .with_context(|| format!("could not run {} info --list", noprop.display()))?;
     if !output.status.success() {
-        bail!("`{} info --list --json` failed ({})", noprop.display(), output.status);
+        bail!(
+            "`{} info --list --json` failed ({})",
+            noprop.display(),
+            output.status
+        );
     }
     let list: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout)
         .context("`noprop info --list --json` did not print a JSON list")?;
@@ -540,7 +544,13 @@ mod tests {
         let ws = Workspace::new("default");
         let w = ws.0.display().to_string();
         let args = parse(&[]);
-        let steps = plan(&args, &names(&["alpha", "beta"]), &ws.0, Path::new("/bin/noprop")).unwrap();
+        let steps = plan(
+            &args,
+            &names(&["alpha", "beta"]),
+            &ws.0,
+            Path::new("/bin/noprop"),
+        )
+        .unwrap();
         let lines = lines(&steps);
         // 4 commands per variant, then compare.
         assert_eq!(lines.len(), 9);

@@ -69,6 +69,7 @@ pub mod time_embedding;
 pub mod variant;
 
 pub use embedding::{ClassEmbedding, EmbeddingKind, EMBEDDING_WEIGHT};
+pub use inference::{InferenceSettings, RunAccuracy};
 pub use kl::{kl_prior, kl_prior_tensor};
 pub use marginal::{marginal_sample, marginal_sample_per_row, marginal_with_noise};
 pub use mix::{linear_mix, softmax_mix};
@@ -81,7 +82,6 @@ pub use schedule::{
     PosteriorCoeffs, ScheduleRow, ScheduleValues,
 };
 pub use time_embedding::SinusoidalTimeEmbedding;
-pub use inference::{InferenceSettings, RunAccuracy};
 pub use variant::{
     BuildVariant, InferenceOptions, ModelInit, ModelSpec, ScheduleTable, StepReport, Variant,
     VariantConfig,

@@ -131,7 +131,12 @@ impl ScheduleTable {
     /// The values of column `name`, if there is one.
     pub fn column(&self, name: &str) -> Option<Vec<Option<f64>>> {
         let i = self.columns.iter().position(|c| c == name)?;
-        Some(self.rows.iter().map(|r| r.get(i).copied().flatten()).collect())
+        Some(
+            self.rows
+                .iter()
+                .map(|r| r.get(i).copied().flatten())
+                .collect(),
+        )
     }
 }
 

@@ -511,8 +511,7 @@ mod loss_by_hand {
     }
 
     fn assert_close(got: f64, want: f64, what: &str) {
-        let tol = 2e-4 * want.abs().max(1e-2);
-        eprintln!("RELERR {what} {:e}", (got - want).abs() / want.abs().max(1e-2));
+        let tol = 1e-5 * want.abs().max(1e-2);
         assert!(
             (got - want).abs() <= tol,
             "{what}: code {got}, by hand {want} (tolerance {tol})"
@@ -685,7 +684,8 @@ mod loss_by_hand {
             };
             let fd = (value(at + h) - value(at - h)) / (2.0 * h);
             value(at);
-            let tol = 2e-2 * fd.abs() + 2e-3;
+            // Observed agreement: ~5e-5 relative (f32 loss, h = 1e-2).
+            let tol = 1e-3 * fd.abs() + 1e-4;
             assert!(
                 (autograd - fd).abs() <= tol,
                 "d loss / d {name}: autograd {autograd}, finite difference {fd}"

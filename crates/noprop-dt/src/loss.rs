@@ -183,8 +183,7 @@ mod tests {
     }
 
     fn assert_close(got: f64, want: f64, what: &str) {
-        let tol = 1e-4 * want.abs().max(1e-2);
-        eprintln!("RELERR {what} {:e}", (got - want).abs() / want.abs().max(1e-2));
+        let tol = 1e-5 * want.abs().max(1e-2);
         assert!(
             (got - want).abs() <= tol,
             "{what}: code {got}, by hand {want} (tolerance {tol})"

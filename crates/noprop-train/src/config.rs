@@ -298,7 +298,10 @@ impl RunConfig {
     pub fn resolve(mut self, resolver: &dyn SectionResolver) -> Result<Self> {
         let names = resolver.names();
         if self.variant.is_empty() {
-            bail!("no variant chosen: set `variant` to one of {}", names.join(", "));
+            bail!(
+                "no variant chosen: set `variant` to one of {}",
+                names.join(", ")
+            );
         }
         if !names.contains(&self.variant.as_str()) {
             bail!(
@@ -319,7 +322,10 @@ impl RunConfig {
                 );
             }
             let Value::Table(mut section) = value else {
-                bail!("`{key}` must be a section ([{key}]), got {}", value.type_str());
+                bail!(
+                    "`{key}` must be a section ([{key}]), got {}",
+                    value.type_str()
+                );
             };
             self.move_legacy_keys(&mut section);
             let section = resolver
@@ -345,9 +351,7 @@ impl RunConfig {
         for key in MOVED_TO_EVAL {
             if let Some(value) = section.remove(key) {
                 let runs = value.as_integer().filter(|&r| r > 1);
-                if let (Some(runs), "runs" | "inference_runs", None) =
-                    (runs, key, self.eval.runs)
-                {
+                if let (Some(runs), "runs" | "inference_runs", None) = (runs, key, self.eval.runs) {
                     self.eval.runs = usize::try_from(runs).ok();
                 }
             }
@@ -542,7 +546,10 @@ mod tests {
         ];
         for (text, expected) in cases {
             let path = write(dir.path(), text);
-            let err = format!("{:#}", RunConfig::load(Some(&path), &[], &Fill).unwrap_err());
+            let err = format!(
+                "{:#}",
+                RunConfig::load(Some(&path), &[], &Fill).unwrap_err()
+            );
             assert!(err.contains(expected), "{text:?}: {err}");
         }
         let missing = dir.path().join("missing.toml");

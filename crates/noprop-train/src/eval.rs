@@ -123,7 +123,12 @@ impl UsedSettings {
                 .then(|| options.steps.or_else(|| default_usize("inference_steps")))
                 .flatten(),
             solver: ode
-                .then(|| options.solver.map(|s| s.as_str().to_string()).or_else(|| default_str("solver")))
+                .then(|| {
+                    options
+                        .solver
+                        .map(|s| s.as_str().to_string())
+                        .or_else(|| default_str("solver"))
+                })
                 .flatten(),
             deterministic: (!ode)
                 .then(|| {
@@ -142,7 +147,10 @@ impl UsedSettings {
     fn describe(&self) -> String {
         let mut parts = Vec::new();
         if let Some(steps) = self.steps {
-            parts.push(format!("{steps} {} steps", self.solver.as_deref().unwrap_or("ODE")));
+            parts.push(format!(
+                "{steps} {} steps",
+                self.solver.as_deref().unwrap_or("ODE")
+            ));
         }
         if let Some(d) = self.deterministic {
             parts.push(if d { "deterministic" } else { "stochastic" }.to_string());

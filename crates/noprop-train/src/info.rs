@@ -107,7 +107,10 @@ pub fn run(args: &InfoArgs) -> Result<()> {
                 // Prototype rows are training images: without loading the
                 // data, W has its shape but no values.
                 let model = build_blank(&config, spec, &device)?;
-                (model, "fresh model, prototype W not initialised".to_string())
+                (
+                    model,
+                    "fresh model, prototype W not initialised".to_string(),
+                )
             } else {
                 let model = build_fresh(&config, spec, None, &device)?;
                 (model, format!("fresh model, seed {}", config.seed))

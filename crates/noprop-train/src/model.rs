@@ -40,9 +40,18 @@ pub fn build_fresh(
 
 /// Builds a model of `config`'s variant with the right variables for a
 /// checkpoint to be loaded into (no training images needed).
-pub fn build_blank(config: &RunConfig, spec: ModelSpec, device: &Device) -> Result<Box<dyn Variant>> {
+pub fn build_blank(
+    config: &RunConfig,
+    spec: ModelSpec,
+    device: &Device,
+) -> Result<Box<dyn Variant>> {
     let entry = registry::find(&config.variant)?;
-    entry.build(config.variant_section()?, spec, ModelInit::ForLoading, device)
+    entry.build(
+        config.variant_section()?,
+        spec,
+        ModelInit::ForLoading,
+        device,
+    )
 }
 
 /// The run configuration stored in a checkpoint, checked against the

@@ -144,7 +144,10 @@ pub static VARIANTS: &[&dyn VariantEntry] = &[&DT, &CT, &FM];
 pub fn find(name: &str) -> Result<&'static dyn VariantEntry> {
     match VARIANTS.iter().find(|v| v.name() == name) {
         Some(v) => Ok(*v),
-        None => bail!("unknown variant `{name}`; expected one of {}", names().join(", ")),
+        None => bail!(
+            "unknown variant `{name}`; expected one of {}",
+            names().join(", ")
+        ),
     }
 }
 
@@ -273,7 +276,10 @@ mod tests {
                 let mut given = Table::new();
                 given.insert("embedding".into(), Value::String(embedding.into()));
                 if entry.name() == "ct" {
-                    given.insert("schedule".into(), Value::Table("hidden = 8".parse().unwrap()));
+                    given.insert(
+                        "schedule".into(),
+                        Value::Table("hidden = 8".parse().unwrap()),
+                    );
                 }
                 if entry.name() == "dt" {
                     given.insert("num_blocks".into(), Value::Integer(2));
@@ -281,8 +287,9 @@ mod tests {
                 let section = entry.resolve(Some(&given)).unwrap();
                 let spec = ModelSpec::mnist();
                 let m = spec.num_classes;
-                let images = Tensor::ones((2 * m, 1, 28, 28), candle_core::DType::F32, &Device::Cpu)
-                    .unwrap();
+                let images =
+                    Tensor::ones((2 * m, 1, 28, 28), candle_core::DType::F32, &Device::Cpu)
+                        .unwrap();
                 let labels: Vec<u32> = (0..2 * m as u32).map(|i| i % m as u32).collect();
                 let labels = Tensor::from_vec(labels, 2 * m, &Device::Cpu).unwrap();
                 let trained = build_for_training(
@@ -304,7 +311,12 @@ mod tests {
                         .map(|(n, t)| (n, t.dims().to_vec()))
                         .collect()
                 };
-                assert_eq!(shapes(trained.as_ref()), shapes(blank.as_ref()), "{}", entry.name());
+                assert_eq!(
+                    shapes(trained.as_ref()),
+                    shapes(blank.as_ref()),
+                    "{}",
+                    entry.name()
+                );
                 assert_eq!(trained.name(), entry.name());
                 if embedding == "prototype" {
                     let err = build_for_training(*entry, &section, spec, None, 3, &Device::Cpu)

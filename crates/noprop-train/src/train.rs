@@ -89,7 +89,7 @@ pub enum TrainOutcome {
     /// Every epoch done; the metrics of the last epoch run in this process.
     Completed {
         state: TrainerState,
-        last_epoch: Option<EpochMetrics>,
+        last_epoch: Option<Box<EpochMetrics>>,
     },
     /// Stopped by the stop flag; `last.safetensors` holds the state.
     Interrupted { state: TrainerState },
@@ -242,7 +242,7 @@ impl Trainer<'_> {
             let path = self.save(model, &state, &rng, metrics.best)?;
             last_good = Some((path, state.epochs_done, state.step));
             progress.finish_epoch(&summary_line(&metrics, config.epochs));
-            last_epoch = Some(metrics);
+            last_epoch = Some(Box::new(metrics));
             if self.stop.is_some_and(|s| s.load(Ordering::SeqCst))
                 && state.epochs_done < config.epochs
             {

@@ -374,7 +374,9 @@ fn report(
     outcome: &TrainOutcome,
 ) -> Result<ExitCode> {
     let (status, state, last_epoch) = match outcome {
-        TrainOutcome::Completed { state, last_epoch } => ("completed", state, last_epoch.clone()),
+        TrainOutcome::Completed { state, last_epoch } => {
+            ("completed", state, last_epoch.as_deref().cloned())
+        }
         TrainOutcome::Interrupted { state } => ("interrupted", state, None),
     };
     let epochs = MetricsLog::new(run_dir).read()?;

@@ -385,6 +385,48 @@ fn export_info_eval_and_predict_work_on_real_mnist_images() {
         );
     }
 
+    // --runs 5: each single run's accuracy, their mean and standard
+    // deviation (the paper's protocol), and the ensemble's, apart. With one
+    // batch (100 images) the first of the 5 runs draws the same noise as
+    // the single run above.
+    let out = noprop(&[
+        "eval",
+        "--checkpoint",
+        best.to_str().unwrap(),
+        "--test-limit",
+        "100",
+        "--runs",
+        "5",
+        "--json",
+    ]);
+    assert_ok(&out);
+    let eval = json_stdout(&out);
+    let runs: Vec<f64> = eval["run_accuracies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_f64().unwrap())
+        .collect();
+    assert_eq!(runs.len(), 5);
+    assert_eq!(runs[0], best_epoch["test_accuracy"].as_f64().unwrap());
+    let mean = runs.iter().sum::<f64>() / 5.0;
+    let sd = (runs.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / 4.0).sqrt();
+    assert!(
+        (eval["accuracy"].as_f64().unwrap() - mean).abs() < 1e-12,
+        "{eval}"
+    );
+    assert!(
+        (eval["accuracy_std"].as_f64().unwrap() - sd).abs() < 1e-12,
+        "{eval}"
+    );
+    let ensemble = eval["ensemble_accuracy"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&ensemble), "{eval}");
+    assert_eq!(eval["settings"]["runs"], 5);
+    assert_eq!(
+        eval["settings"]["steps"], 5,
+        "the run's own ODE steps: {eval}"
+    );
+
     // predict on real test images written as PNG matches the model on the
     // dataset's own tensors.
     let config = DatasetConfig {
@@ -477,9 +519,11 @@ fn info_describes_fresh_models_with_their_schedules() {
     assert_ok(&out);
     let info = json_stdout(&out);
     assert_eq!(info["variant"], "ct");
-    let table = info["schedule"]["table"].as_array().unwrap();
-    assert_eq!(table.len(), 3);
-    assert!((table[0]["alpha_bar"].as_f64().unwrap() - 0.01).abs() < 1e-5);
+    let schedule: noprop_core::ScheduleTable =
+        serde_json::from_value(info["schedule"].clone()).unwrap();
+    assert_eq!(schedule.rows.len(), 3);
+    let alpha_bar = schedule.column("alpha_bar").unwrap();
+    assert!((alpha_bar[0].unwrap() - 0.01).abs() < 1e-5, "{alpha_bar:?}");
     assert!(info["parameters"]["total"].as_u64().unwrap() > 800_000);
     let out = noprop(&["info", "--variant", "fm"]);
     assert_ok(&out);
@@ -488,6 +532,16 @@ fn info_describes_fresh_models_with_their_schedules() {
         "{}",
         text(&out.stdout)
     );
+    // The registry, as `--list` shows it: every variant --variant accepts.
+    let out = noprop(&["info", "--list", "--json"]);
+    assert_ok(&out);
+    let names: Vec<String> = json_stdout(&out)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, noprop_train::registry::names());
 }
 
 #[test]

@@ -27,17 +27,6 @@ pub fn string(value: &Value, keys: &[&str]) -> Option<String> {
         .find_map(|key| at_path(value, key)?.as_str().map(str::to_owned))
 }
 
-/// The first of `keys` that holds an array of finite numbers.
-pub fn numbers(value: &Value, keys: &[&str]) -> Option<Vec<f64>> {
-    keys.iter().find_map(|key| {
-        at_path(value, key)?
-            .as_array()?
-            .iter()
-            .map(|x| x.as_f64().filter(|x| x.is_finite()))
-            .collect()
-    })
-}
-
 /// An accuracy as a fraction in [0, 1]. Writers may record either a fraction
 /// or a percentage; a value above 1 can only be a percentage.
 pub fn accuracy(value: &Value, keys: &[&str]) -> Option<f64> {
@@ -65,8 +54,6 @@ mod tests {
         assert_eq!(number(&v, &["n"]), None);
         assert_eq!(number(&v, &["c"]), None);
         assert_eq!(string(&v, &["a", "c"]), Some("x".to_owned()));
-        assert_eq!(numbers(&v, &["arr"]), Some(vec![1.0, 2.5]));
-        assert_eq!(numbers(&v, &["c"]), None);
         assert!(at_path(&v, "a.b.c").is_none());
     }
 

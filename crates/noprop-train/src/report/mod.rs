@@ -95,12 +95,22 @@ impl CompareReport {
         let schedules = runs
             .iter()
             .flat_map(|run| {
-                [
-                    (run.initial_info.as_ref(), true),
-                    (run.info.as_ref(), false),
-                ]
-                .into_iter()
-                .filter_map(|(info, initial)| schedule::from_info(info?, &run.variant, initial))
+                let initial = run
+                    .initial_info
+                    .as_ref()
+                    .and_then(|info| schedule::from_info(info, &run.variant, true));
+                let trained = run
+                    .info
+                    .as_ref()
+                    .and_then(|info| schedule::from_info(info, &run.variant, false));
+                // A fixed schedule is the same before and after training:
+                // drawn once.
+                let initial = initial.filter(|i| {
+                    trained
+                        .as_ref()
+                        .is_none_or(|t| t.alpha_bar != i.alpha_bar || t.t != i.t)
+                });
+                initial.into_iter().chain(trained)
             })
             .collect();
         Self {

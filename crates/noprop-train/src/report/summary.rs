@@ -205,12 +205,9 @@ impl RunSummary {
     }
 }
 
-/// "NoProp-DT" for "dt", and so on; other names are kept.
+/// The registry's display name ("NoProp-DT"); unknown names are kept.
 pub fn variant_label(variant: &str) -> String {
-    match variant {
-        "dt" | "ct" | "fm" => format!("NoProp-{}", variant.to_uppercase()),
-        other => other.to_owned(),
-    }
+    crate::registry::label(variant)
 }
 
 fn config_u64(config: &Value, keys: &[&str]) -> Option<u64> {

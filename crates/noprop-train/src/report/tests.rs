@@ -39,21 +39,32 @@ fn write_run(root: &Path, variant: &str, accs: &[f64], info: Option<Value>) -> P
     dir
 }
 
+/// A schedule as `noprop info --json` writes it: t and alpha_bar columns.
+fn schedule(t: &[f64], alpha_bar: &[f64]) -> Value {
+    let table = noprop_core::ScheduleTable {
+        label: "test schedule".into(),
+        columns: vec!["t".into(), "alpha_bar".into()],
+        rows: t
+            .iter()
+            .zip(alpha_bar)
+            .map(|(&t, &ab)| vec![Some(t), Some(ab)])
+            .collect(),
+    };
+    serde_json::to_value(table).unwrap()
+}
+
 fn dt_info() -> Value {
-    // A cosine-like table for T = 4: alpha_bar increasing, SNR = ab / (1 - ab).
-    let rows: Vec<Value> = [0.05, 0.3, 0.6, 0.9, 0.9999]
-        .iter()
-        .enumerate()
-        .map(|(t, ab)| json!({"t": t, "alpha_bar": ab, "snr": ab / (1.0 - ab)}))
-        .collect();
-    json!({"variant": "dt", "parameters": {"total": 9_199_460}, "schedule": rows})
+    // A cosine-like table for T = 4: alpha_bar increasing.
+    let t = [0.0, 1.0, 2.0, 3.0, 4.0];
+    let alpha_bar = [0.05, 0.3, 0.6, 0.9, 0.9999];
+    json!({"variant": "dt", "parameters": {"total": 9_199_460}, "schedule": schedule(&t, &alpha_bar)})
 }
 
 fn ct_info() -> Value {
     let t: Vec<f64> = (0..=50).map(|i| i as f64 / 50.0).collect();
     let alpha_bar: Vec<f64> = t.iter().map(|t| 0.01 + 0.98 * t).collect();
     json!({"variant": "ct", "parameters": {"total": 867_724},
-        "schedule": {"t": t, "alpha_bar": alpha_bar}})
+        "schedule": schedule(&t, &alpha_bar)})
 }
 
 /// Decodes a PNG and checks it is a real figure: the expected size, many
@@ -97,8 +108,7 @@ fn writes_report_tables_json_and_plots_for_three_runs() {
     let dt = write_run(tmp.path(), "dt", &[0.95, 0.975], Some(dt_info()));
     let ct = write_run(tmp.path(), "ct", &[0.70, 0.85], Some(ct_info()));
     let mut initial = ct_info();
-    initial["schedule"]["alpha_bar"] = json!([0.01, 0.99]);
-    initial["schedule"]["t"] = json!([0.0, 1.0]);
+    initial["schedule"] = schedule(&[0.0, 1.0], &[0.01, 0.99]);
     std::fs::write(ct.join("info-initial.json"), initial.to_string()).unwrap();
     let fm = write_run(tmp.path(), "fm", &[0.96, 0.98], None);
     std::fs::write(
@@ -146,9 +156,9 @@ fn writes_report_tables_json_and_plots_for_three_runs() {
     assert_eq!(report["runs"][0]["parameters"], 9_199_460);
     assert_eq!(report["runs"][2]["test_accuracy"], 0.9812);
     assert_eq!(report["schedules"].as_array().unwrap().len(), 3);
-    assert_eq!(report["schedules"][0]["label"], "DT cosine (T=4)");
-    assert_eq!(report["schedules"][1]["label"], "CT initial");
-    assert_eq!(report["schedules"][2]["label"], "CT learned");
+    assert_eq!(report["schedules"][0]["label"], "NoProp-DT (T=4)");
+    assert_eq!(report["schedules"][1]["label"], "NoProp-CT initial");
+    assert_eq!(report["schedules"][2]["label"], "NoProp-CT");
     assert_eq!(report["epochs"][1]["epochs"].as_array().unwrap().len(), 2);
     assert_eq!(report["plots"].as_array().unwrap().len(), 7);
 

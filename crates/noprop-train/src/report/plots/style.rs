@@ -39,8 +39,8 @@ pub fn ensure_font() -> Result<()> {
     }
 }
 
-/// A colour per variant, the same in every plot: DT blue, CT orange, FM
-/// green (colour-blind-safe Okabe-Ito hues); other names cycle the rest.
+/// A colour per variant, the same in every plot: the registry's; names
+/// this build does not know cycle other colour-blind-safe hues.
 pub fn variant_color(variant: &str, index: usize) -> RGBColor {
     const OTHERS: [RGBColor; 4] = [
         RGBColor(204, 121, 167),
@@ -48,11 +48,12 @@ pub fn variant_color(variant: &str, index: usize) -> RGBColor {
         RGBColor(213, 94, 0),
         RGBColor(240, 228, 66),
     ];
-    match variant {
-        "dt" => RGBColor(0, 114, 178),
-        "ct" => RGBColor(230, 159, 0),
-        "fm" => RGBColor(0, 158, 115),
-        _ => OTHERS[index % OTHERS.len()],
+    match crate::registry::find(variant) {
+        Ok(entry) => {
+            let [r, g, b] = entry.colour();
+            RGBColor(r, g, b)
+        }
+        Err(_) => OTHERS[index % OTHERS.len()],
     }
 }
 
