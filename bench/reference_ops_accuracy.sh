@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One-epoch accuracy with noprop-rs's fast CPU kernels against candle's
-# reference ops (NOPROP_KERNELS=candle), issue 6: same seed, same data, the
+# reference ops (NOPROP_KERNELS=candle): same seed, same data, the
 # `noprop` trainer; prints one line per run and the last metrics.jsonl line.
 #
 #   cargo build --release -p noprop-train

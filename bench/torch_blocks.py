@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch reference timings for NoProp's blocks (docs/noprop-spec.md, Fig. 6).
+"""PyTorch reference timings for NoProp's blocks (docs/algorithm.md, section 7).
 
 Measures, at a given batch size on MNIST shapes (1x28x28, 10 classes, one-hot
 embeddings d = 10), the same things as `cargo xtask bench` measures for

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU smoke and speed check of a `--features cuda` noprop binary (issue 7).
+# GPU smoke and speed check of a `--features cuda` noprop binary.
 #
 # Runs on a GPU machine that has the NVIDIA driver and the CUDA 13 libraries
 # but no crates.io: the binary is built elsewhere by `cargo xtask gpu-check`

@@ -28,7 +28,7 @@ use serde_json::{json, Value};
 pub const DEFAULT_TOOLKIT_DIR: &str = "target/cuda-toolkit";
 /// Target directory of the CUDA builds, apart from everyone's CPU `target/`.
 pub const CUDA_TARGET_DIR: &str = "target/cuda";
-/// Compute capability of the lent GPUs (H100/H200); 80 gives a portable build.
+/// Compute capability of the target GPUs (H100/H200); 80 gives a portable build.
 pub const DEFAULT_COMPUTE_CAP: &str = "90";
 /// The toolkit description written by `cuda-toolkit`, read by the others.
 pub const TOOLKIT_FILE: &str = "toolkit.json";

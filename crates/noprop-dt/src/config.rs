@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "kebab-case")]
 pub enum TrainingOrder {
     /// Every (trained) block takes one step on every minibatch, blocks
-    /// 1..=T in turn, each on its own fresh noise. The faithful PyTorch run
-    /// of the spec trained this way.
+    /// 1..=T in turn, each on its own fresh noise. A faithful PyTorch
+    /// reference trained this way (docs/results).
     #[default]
     AllBlocks,
     /// The paper's loop: block 1 over the data for `sweep_epochs_per_block`

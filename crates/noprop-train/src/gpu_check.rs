@@ -1,5 +1,5 @@
 //! `noprop gpu-check`: does training on a device agree with the CPU, and
-//! how fast is it? The trainer's half of the GPU check of issue 7
+//! how fast is it? The trainer's half of the GPU check
 //! (`scripts/cuda/gpu-check.sh` runs it on a GPU machine; see
 //! `docs/cuda.md`).
 //!

@@ -31,6 +31,7 @@
 
 pub mod atomic;
 pub mod checkpoint;
+pub mod checkpointer;
 pub mod cli;
 pub mod config;
 pub mod device;

@@ -29,6 +29,7 @@ use noprop_data::{DatasetKind, Split};
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{Checkpoint, CheckpointKind, CheckpointMeta};
+use crate::checkpointer::Checkpointer;
 use crate::config::RunConfig;
 use crate::eval::evaluate;
 use crate::metrics::{EpochMetrics, EpochTotals, MetricsLog};
@@ -174,6 +175,7 @@ impl Trainer<'_> {
             )
         });
         let progress = Progress::new(self.progress, config.epochs, state.epochs_done);
+        let checkpointer = self.checkpointer();
         let mut last_epoch = None;
 
         while state.epochs_done < config.epochs {
@@ -224,10 +226,8 @@ impl Trainer<'_> {
                         .add_accuracy(correct, n, started.elapsed().as_secs_f64());
                 }
                 progress.batch(report.loss, state.totals.train_accuracy());
-                let stop = self.stop.is_some_and(|s| s.load(Ordering::SeqCst));
-                let periodic =
-                    config.save_every_steps > 0 && state.step % config.save_every_steps as u64 == 0;
-                if stop || periodic {
+                let stop = self.stop_requested();
+                if checkpointer.save_within_epoch(state.step, stop) {
                     let path = self.save(model, &state, &rng, false)?;
                     last_good = Some((path, state.epochs_done, state.step));
                 }
@@ -243,9 +243,7 @@ impl Trainer<'_> {
             last_good = Some((path, state.epochs_done, state.step));
             progress.finish_epoch(&summary_line(&metrics, config.epochs));
             last_epoch = Some(Box::new(metrics));
-            if self.stop.is_some_and(|s| s.load(Ordering::SeqCst))
-                && state.epochs_done < config.epochs
-            {
+            if self.stop_requested() && state.epochs_done < config.epochs {
                 progress.finish();
                 return Ok(TrainOutcome::Interrupted { state });
             }
@@ -285,16 +283,11 @@ impl Trainer<'_> {
         metrics.eval_seconds = eval_seconds;
         metrics.learning_rate = model.config_json()?.get("lr").and_then(|v| v.as_f64());
 
-        let (score, split) = match metrics.validation_accuracy {
-            Some(v) => (v, "validation"),
-            None => (metrics.test_accuracy, "test"),
-        };
-        if state.best.as_ref().is_none_or(|b| score > b.accuracy) {
-            state.best = Some(BestScore {
-                epoch,
-                accuracy: score,
-                split: split.into(),
-            });
+        if let Some(best) =
+            self.checkpointer()
+                .new_best(state.best.as_ref(), epoch, metrics.validation_accuracy)
+        {
+            state.best = Some(best);
             metrics.best = true;
         }
         state.epochs_done = epoch;
@@ -315,6 +308,16 @@ impl Trainer<'_> {
             runs: 1,
             batch_size: batch.max(1),
         }
+    }
+
+    /// The run's checkpoint policy.
+    fn checkpointer(&self) -> Checkpointer<'_> {
+        Checkpointer::new(self.run_dir, self.config.save_every_steps)
+    }
+
+    /// Whether a stop (Ctrl-C) was requested.
+    fn stop_requested(&self) -> bool {
+        self.stop.is_some_and(|s| s.load(Ordering::SeqCst))
     }
 
     /// The checkpoint metadata for the current state.
@@ -345,11 +348,7 @@ impl Trainer<'_> {
         best: bool,
     ) -> Result<PathBuf> {
         let checkpoint = Checkpoint::capture(model, self.meta(model, state)?, Some(rng))?;
-        let last = self.run_dir.join(LAST_CHECKPOINT);
-        checkpoint.save(&last)?;
-        if best {
-            checkpoint.save(&self.run_dir.join(BEST_CHECKPOINT))?;
-        }
+        let last = self.checkpointer().save(&checkpoint, best)?;
         tracing::debug!(
             epoch = state.epochs_done,
             step = state.step,
@@ -516,7 +515,9 @@ mod tests {
         assert_eq!(lines[1].learning_rate, Some(0.05));
         assert!(lines[0].train_terms.contains_key("ce"));
         assert!(dir.path().join(LAST_CHECKPOINT).is_file());
-        assert!(dir.path().join(BEST_CHECKPOINT).is_file());
+        // No validation split: no model is selected (on the test set).
+        assert!(!dir.path().join(BEST_CHECKPOINT).exists());
+        assert!(state.best.is_none() && lines.iter().all(|l| !l.best));
         let meta = Checkpoint::read_meta(&dir.path().join(LAST_CHECKPOINT)).unwrap();
         assert_eq!(
             (meta.epoch, meta.step, meta.kind),

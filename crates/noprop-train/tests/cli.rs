@@ -214,10 +214,10 @@ fn ctrl_c_saves_mid_epoch_and_resuming_matches_the_uninterrupted_run() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Interrupt once epoch 1's checkpoints are on disk (best.safetensors is
-    // written last), a moment into the steps of epoch 2.
+    // Interrupt once epoch 1's checkpoint is on disk (written atomically,
+    // at the end of the epoch), a moment into the steps of epoch 2.
     let start = Instant::now();
-    while !dir.join("best.safetensors").is_file() {
+    while !dir.join("last.safetensors").is_file() {
         assert!(
             start.elapsed() < Duration::from_secs(300),
             "epoch 1 never finished"
@@ -298,12 +298,15 @@ fn a_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint() {
 fn export_info_eval_and_predict_work_on_real_mnist_images() {
     let reference = reference_run();
     let dir = scratch("export");
-    let best = reference.join("best.safetensors");
+    // Without a validation split nothing is selected (no best.safetensors):
+    // the final model is the run's result.
+    assert!(!reference.join("best.safetensors").exists());
+    let last = reference.join("last.safetensors");
     let model_path = dir.join("model.safetensors");
     let out = noprop(&[
         "export",
         "--checkpoint",
-        best.to_str().unwrap(),
+        last.to_str().unwrap(),
         "--out",
         model_path.to_str().unwrap(),
         "--json",
@@ -318,7 +321,7 @@ fn export_info_eval_and_predict_work_on_real_mnist_images() {
         .tensors
         .keys()
         .all(|k| !k.starts_with("optim.") && !k.starts_with("trainer.")));
-    let full = tensor_bits(&best);
+    let full = tensor_bits(&last);
     let exported_bits = tensor_bits(&model_path);
     let model_part: BTreeMap<_, _> = full
         .into_iter()
@@ -360,12 +363,8 @@ fn export_info_eval_and_predict_work_on_real_mnist_images() {
 
     // eval of the export reproduces the accuracy the trainer logged for that epoch
     // (same model, same inference settings, same noise).
-    let best_epoch = metrics(reference)
-        .into_iter()
-        .rev()
-        .find(|m| m["best"] == true)
-        .unwrap();
-    for file in [&model_path, &best] {
+    let last_epoch = metrics(reference).into_iter().next_back().unwrap();
+    for file in [&model_path, &last] {
         let out = noprop(&[
             "eval",
             "--checkpoint",
@@ -379,7 +378,7 @@ fn export_info_eval_and_predict_work_on_real_mnist_images() {
         assert_eq!(eval["images"], 100);
         assert_eq!(
             eval["accuracy"],
-            best_epoch["test_accuracy"],
+            last_epoch["test_accuracy"],
             "{}",
             file.display()
         );
@@ -392,7 +391,7 @@ fn export_info_eval_and_predict_work_on_real_mnist_images() {
     let out = noprop(&[
         "eval",
         "--checkpoint",
-        best.to_str().unwrap(),
+        last.to_str().unwrap(),
         "--test-limit",
         "100",
         "--runs",
@@ -408,7 +407,7 @@ fn export_info_eval_and_predict_work_on_real_mnist_images() {
         .map(|a| a.as_f64().unwrap())
         .collect();
     assert_eq!(runs.len(), 5);
-    assert_eq!(runs[0], best_epoch["test_accuracy"].as_f64().unwrap());
+    assert_eq!(runs[0], last_epoch["test_accuracy"].as_f64().unwrap());
     let mean = runs.iter().sum::<f64>() / 5.0;
     let sd = (runs.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / 4.0).sqrt();
     assert!(

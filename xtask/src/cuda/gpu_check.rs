@@ -22,7 +22,7 @@ use super::{
     compute_cap, in_workspace, nvcc_threads, validate_compute_cap, workspace_root, Toolkit,
 };
 
-/// What a carried path may weigh: the device tool carries 64 MiB in all.
+/// What the bundle may weigh: copies to a GPU machine are often capped (64 MiB).
 pub const MAX_BUNDLE_BYTES: u64 = 60 << 20;
 
 #[derive(clap::Args, Debug)]

@@ -28,7 +28,7 @@
 //! - SNR(t) = alpha_bar_t / (1 - alpha_bar_t), t in 0..=T, increasing.
 //! - SNR delta(t) = SNR(t) - SNR(t-1) > 0, t in 1..=T: the weight of block t's
 //!   denoising loss (times T eta / 2, see [`CosineSchedule::loss_weight`]).
-//! - alpha_t: the spec writes alpha_bar_t = prod_{s=t..T} alpha_s, hence
+//! - alpha_t: the paper writes alpha_bar_t = prod_{s=t..T} alpha_s, hence
 //!   alpha_t = alpha_bar_t / alpha_bar_{t+1} for t < T and alpha_T =
 //!   alpha_bar_T. In Eq. 3 the factor alpha_{t-1} = alpha_bar_{t-1} /
 //!   alpha_bar_t is therefore [`CosineSchedule::alpha`]`(t - 1)`.
