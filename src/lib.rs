@@ -4,6 +4,7 @@
 //! without end-to-end back-propagation. This root crate re-exports the
 //! workspace's crates; see `ARCHITECTURE.md` for how they fit together.
 
+pub use noprop_backprop as backprop;
 pub use noprop_block as block;
 pub use noprop_core as core;
 pub use noprop_ct as ct;

@@ -1,4 +1,4 @@
-//! Cross-crate end-to-end test: every variant (DT, CT, FM), driven by the
+//! Cross-crate end-to-end test: every variant (DT, CT, FM, backprop), driven by the
 //! trainer's library on a small subset of the real MNIST, resumes bitwise.
 //!
 //! For each variant (DT twice: blocks stepped in turn and in parallel), a
@@ -36,6 +36,7 @@ fn config(v: &str, epochs: usize, extra: &[&str]) -> RunConfig {
     sets.extend(match v {
         "dt" => vec!["dt.num_blocks=2".to_string()],
         "ct" => vec!["ct.schedule.hidden=8".into(), "ct.inference_steps=2".into()],
+        "backprop" => vec!["backprop.num_blocks=2".to_string()],
         _ => vec![format!("{v}.inference_steps=2")],
     });
     sets.push("train_accuracy_steps=2".into());
@@ -126,11 +127,12 @@ fn every_variant_resumes_bitwise_on_real_mnist() {
         ..DatasetConfig::new(DatasetKind::Mnist)
     };
     let data = Dataset::load(&data_config, &Device::Cpu).unwrap();
-    let cases: [Case; 4] = [
+    let cases: [Case; 5] = [
         ("dt", &[]),
         ("dt", &["dt.parallel_blocks=true"]),
         ("ct", &[]),
         ("fm", &[]),
+        ("backprop", &[]),
     ];
     for case in cases {
         let kind = case.0;
@@ -167,9 +169,9 @@ fn every_variant_resumes_bitwise_on_real_mnist() {
             "{case:?}: no optimizer state saved"
         );
         match kind {
-            "dt" => assert!(
+            "dt" | "backprop" => assert!(
                 names.iter().any(|n| n.ends_with("running_mean")),
-                "DT BatchNorm statistics"
+                "BatchNorm statistics"
             ),
             "ct" => assert!(
                 names.iter().any(|n| n.starts_with("schedule.")),

@@ -39,6 +39,7 @@ pub mod eval;
 pub mod export;
 pub mod gpu_check;
 pub mod info;
+pub mod memory;
 pub mod metrics;
 pub mod model;
 pub mod overrides;

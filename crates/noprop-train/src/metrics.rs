@@ -11,6 +11,8 @@
 //! `test_ensemble_accuracy` beside it), `train_seconds` (the steps only),
 //! `train_accuracy_seconds`, `eval_seconds`, `images_per_second` (training
 //! throughput), `learning_rate` (null if the variant reports none),
+//! `memory` (`peak_rss_bytes` so far and `baseline_rss_bytes` before the
+//! first step of the process: [`crate::memory`]),
 //! `best` (whether this epoch produced `best.safetensors`), `timestamp`
 //! (UTC, RFC 3339).
 
@@ -90,6 +92,9 @@ pub struct EpochMetrics {
     pub eval_seconds: f64,
     pub images_per_second: f64,
     pub learning_rate: Option<f64>,
+    /// The process's memory when the epoch ended (see [`crate::memory`]).
+    #[serde(default)]
+    pub memory: crate::memory::MemoryUsage,
     pub best: bool,
     pub timestamp: String,
 }
@@ -118,6 +123,7 @@ impl EpochMetrics {
             eval_seconds: 0.0,
             images_per_second: totals.images as f64 / totals.train_seconds.max(1e-9),
             learning_rate: None,
+            memory: crate::memory::MemoryUsage::default(),
             best: false,
             timestamp: utc_timestamp(SystemTime::now()),
         }

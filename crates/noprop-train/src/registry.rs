@@ -137,8 +137,15 @@ static FM: Entry<noprop_fm::NoPropFm> = Entry::new(
     true,
 );
 
+static BACKPROP: Entry<noprop_backprop::NoPropBackprop> = Entry::new(
+    "Backprop",
+    "the same T DT blocks chained and trained end to end by back-propagation (the paper's baseline)",
+    [213, 94, 0],
+    false,
+);
+
 /// Every registered variant, in report order.
-pub static VARIANTS: &[&dyn VariantEntry] = &[&DT, &CT, &FM];
+pub static VARIANTS: &[&dyn VariantEntry] = &[&DT, &CT, &FM, &BACKPROP];
 
 /// The variant called `name`, or an error listing the names there are.
 pub fn find(name: &str) -> Result<&'static dyn VariantEntry> {

@@ -176,6 +176,8 @@ impl Trainer<'_> {
         });
         let progress = Progress::new(self.progress, config.epochs, state.epochs_done);
         let checkpointer = self.checkpointer();
+        let baseline_rss_bytes = crate::memory::current_rss_bytes();
+        let memory = crate::memory::PeakSampler::start();
         let mut last_epoch = None;
 
         while state.epochs_done < config.epochs {
@@ -237,7 +239,11 @@ impl Trainer<'_> {
                 }
             }
 
-            let metrics = self.finish_epoch(model, &mut state, &progress)?;
+            let mut metrics = self.finish_epoch(model, &mut state, &progress)?;
+            metrics.memory = crate::memory::MemoryUsage {
+                peak_rss_bytes: memory.peak_bytes(),
+                baseline_rss_bytes,
+            };
             log.append(&metrics)?;
             let path = self.save(model, &state, &rng, metrics.best)?;
             last_good = Some((path, state.epochs_done, state.step));
@@ -468,6 +474,7 @@ mod tests {
     }
 
     /// The metrics lines without the wall-clock fields.
+    /// The metrics lines without what a machine measures (times, memory).
     fn metrics_without_times(dir: &Path) -> Vec<EpochMetrics> {
         MetricsLog::new(dir)
             .read()
@@ -479,6 +486,7 @@ mod tests {
                 m.eval_seconds = 0.0;
                 m.images_per_second = 0.0;
                 m.timestamp.clear();
+                m.memory = Default::default();
                 m
             })
             .collect()

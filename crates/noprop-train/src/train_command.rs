@@ -382,6 +382,8 @@ fn report(
     let epochs = MetricsLog::new(run_dir).read()?;
     let last = last_epoch.or_else(|| epochs.last().cloned());
     let train_seconds: f64 = epochs.iter().map(|m| m.train_seconds).sum();
+    // The run's peak over its processes (a resumed run has several).
+    let peak_rss_bytes = epochs.iter().filter_map(|m| m.memory.peak_rss_bytes).max();
     let summary = json!({
         "status": status,
         "run_dir": run_dir.display().to_string(),
@@ -392,6 +394,10 @@ fn report(
         "step": state.step,
         "parameters": parameters,
         "train_seconds": train_seconds,
+        // Peak resident memory of the training process(es) (Linux VmHWM): data,
+        // model, optimizer state, the largest step's activations, the binary.
+        "peak_rss_bytes": peak_rss_bytes,
+        "baseline_rss_bytes": last.as_ref().and_then(|m| m.memory.baseline_rss_bytes),
         "train_accuracy": last.as_ref().and_then(|m| m.train_accuracy),
         "test_accuracy": last.as_ref().map(|m| m.test_accuracy),
         "validation_accuracy": last.as_ref().and_then(|m| m.validation_accuracy),
