@@ -14,11 +14,16 @@
 //! A ratio, not an absolute time, is the figure of merit: the machines are
 //! shared and noisy.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
+use std::time::SystemTime;
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Map, Value};
+
+use crate::process::{self, cargo_program};
+use crate::stats::median;
+use crate::workspace_root;
 
 /// Arguments of `cargo xtask bench`.
 #[derive(Debug, Clone, clap::Args)]
@@ -56,23 +61,11 @@ pub struct BenchArgs {
     pub out_dir: PathBuf,
 }
 
-fn workspace_root() -> PathBuf {
-    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest_dir.parent().unwrap_or(manifest_dir).to_path_buf()
-}
-
-/// Runs `cmd`, failing with its stderr if it fails; returns stdout parsed as JSON.
+/// Runs `cmd` (named `what` in the log), failing with its stderr if it
+/// fails; returns stdout parsed as JSON.
 fn run_json(cmd: &mut Command, what: &str) -> Result<Value> {
     eprintln!("[bench] {what}");
-    let out = cmd.output().with_context(|| format!("starting {what}"))?;
-    if !out.status.success() {
-        bail!(
-            "{what} failed ({}):\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = process::output(cmd)?;
     // The JSON object is the last thing printed; skip any warnings before it.
     let start = stdout
         .find('{')
@@ -81,18 +74,7 @@ fn run_json(cmd: &mut Command, what: &str) -> Result<Value> {
 }
 
 fn torch_available() -> bool {
-    Command::new("python3")
-        .args(["-c", "import torch"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
-
-fn shell_line(cmd: &[&str]) -> Option<String> {
-    let out = Command::new(cmd[0]).args(&cmd[1..]).output().ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    process::output(Command::new("python3").args(["-c", "import torch"])).is_ok()
 }
 
 /// CPU model, core count, and the 1-minute load average now.
@@ -115,7 +97,9 @@ fn machine() -> Value {
         "cpu": model,
         "simd": simd,
         "cores": std::thread::available_parallelism().map(|n| n.get()).ok(),
-        "os": shell_line(&["uname", "-sr"]),
+        "os": process::output(Command::new("uname").arg("-sr"))
+            .ok()
+            .map(|s| s.trim().to_string()),
     })
 }
 
@@ -126,16 +110,6 @@ fn load_average() -> Option<f64> {
         .next()?
         .parse()
         .ok()
-}
-
-fn median(mut v: Vec<f64>) -> Option<f64> {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    match n {
-        0 => None,
-        _ if n % 2 == 1 => Some(v[n / 2]),
-        _ => Some(0.5 * (v[n / 2 - 1] + v[n / 2])),
-    }
 }
 
 /// Per measurement name, the median over rounds of `field` (the rounds'
@@ -155,7 +129,7 @@ fn combine(rounds: &[Value], key: &str, field: &str) -> Map<String, Value> {
                 .iter()
                 .filter_map(|r| r.get(key)?.get(&name)?.get(field)?.as_f64())
                 .collect();
-            Some((name, json!(median(ms)?)))
+            (!ms.is_empty()).then(|| (name, json!(median(&ms))))
         })
         .collect()
 }
@@ -177,15 +151,13 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let bin = match &args.bench_bin {
         Some(bin) => bin.clone(),
         None => {
-            eprintln!("[bench] cargo build --release -p noprop-bench");
-            let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-                .current_dir(&root)
-                .args(["build", "--release", "-p", "noprop-bench"])
-                .status()
-                .context("starting cargo")?;
-            if !status.success() {
-                bail!("building noprop-bench failed");
-            }
+            process::run(Command::new(cargo_program()).current_dir(&root).args([
+                "build",
+                "--release",
+                "-p",
+                "noprop-bench",
+            ]))
+            .context("building noprop-bench failed")?;
             root.join("target/release/noprop-bench")
         }
     };
@@ -195,7 +167,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
 
     let load_before = load_average();
-    let started = shell_line(&["date", "-u", "+%Y-%m-%dT%H:%M:%SZ"]).unwrap_or_default();
+    let started = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
     let threads = args.threads.to_string();
     let (mut ours, mut torch) = (Vec::new(), Vec::new());
     for round in 0..args.rounds {

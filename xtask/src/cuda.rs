@@ -15,14 +15,15 @@
 
 pub mod check;
 pub mod gpu_check;
-pub mod process;
 pub mod toolkit;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+
+use crate::process::shell_quote;
 
 /// Where `cargo xtask cuda-toolkit` puts the toolkit unless told otherwise.
 pub const DEFAULT_TOOLKIT_DIR: &str = "target/cuda-toolkit";
@@ -33,25 +34,9 @@ pub const DEFAULT_COMPUTE_CAP: &str = "90";
 /// The toolkit description written by `cuda-toolkit`, read by the others.
 pub const TOOLKIT_FILE: &str = "toolkit.json";
 
-/// The workspace root (xtask lives one level below it).
-pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask is a workspace member, so its manifest dir has a parent")
-        .to_path_buf()
-}
-
-/// `path` if absolute, else relative to the workspace root.
-pub fn in_workspace(path: &Path) -> PathBuf {
-    if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        workspace_root().join(path)
-    }
-}
-
 /// Where the toolkit came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ToolkitSource {
     /// PyPI's CUDA component wheels, installed under the toolkit dir.
     Pip,
@@ -59,25 +44,9 @@ pub enum ToolkitSource {
     System,
 }
 
-impl ToolkitSource {
-    fn name(self) -> &'static str {
-        match self {
-            ToolkitSource::Pip => "pip",
-            ToolkitSource::System => "system",
-        }
-    }
-
-    fn from_name(name: &str) -> Result<Self> {
-        match name {
-            "pip" => Ok(ToolkitSource::Pip),
-            "system" => Ok(ToolkitSource::System),
-            other => bail!("unknown toolkit source {other:?} (expected \"pip\" or \"system\")"),
-        }
-    }
-}
-
-/// A CUDA toolkit usable for building, as recorded in `toolkit.json`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A CUDA toolkit usable for building, as recorded in `toolkit.json`
+/// (`stub_dir` and `cudnn_home` may be null or absent).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Toolkit {
     pub source: ToolkitSource,
     /// Root holding `bin/nvcc`, `include/` and `lib/`: the build's `CUDA_HOME`.
@@ -103,48 +72,6 @@ impl Toolkit {
         self.cuda_home.join("bin").join("nvcc")
     }
 
-    pub fn to_json(&self) -> Value {
-        json!({
-            "source": self.source.name(),
-            "cuda_home": self.cuda_home,
-            "lib_dirs": self.lib_dirs,
-            "stub_dir": self.stub_dir,
-            "cuda_version": self.cuda_version,
-            "packages": self.packages,
-            "cudnn_home": self.cudnn_home,
-        })
-    }
-
-    pub fn from_json(value: &Value) -> Result<Self> {
-        let text = |key: &str| -> Result<String> {
-            value[key]
-                .as_str()
-                .map(str::to_owned)
-                .with_context(|| format!("`{key}` is missing or not a string"))
-        };
-        let list = |key: &str| -> Result<Vec<String>> {
-            value[key]
-                .as_array()
-                .with_context(|| format!("`{key}` is missing or not a list"))?
-                .iter()
-                .map(|item| {
-                    item.as_str()
-                        .map(str::to_owned)
-                        .with_context(|| format!("`{key}` holds a non-string"))
-                })
-                .collect()
-        };
-        Ok(Toolkit {
-            source: ToolkitSource::from_name(&text("source")?)?,
-            cuda_home: text("cuda_home")?.into(),
-            lib_dirs: list("lib_dirs")?.into_iter().map(PathBuf::from).collect(),
-            stub_dir: optional_path(value, "stub_dir")?,
-            cuda_version: text("cuda_version")?,
-            packages: list("packages")?,
-            cudnn_home: optional_path(value, "cudnn_home")?,
-        })
-    }
-
     /// Reads `DIR/toolkit.json`, with an error saying how to create it.
     pub fn load(dir: &Path) -> Result<Self> {
         let file = dir.join(TOOLKIT_FILE);
@@ -154,9 +81,7 @@ impl Toolkit {
                 file.display()
             )
         })?;
-        let value: Value = serde_json::from_str(&text)
-            .with_context(|| format!("{} is not valid JSON", file.display()))?;
-        let toolkit = Toolkit::from_json(&value)
+        let toolkit: Toolkit = serde_json::from_str(&text)
             .with_context(|| format!("{} is not a toolkit description", file.display()))?;
         if !toolkit.nvcc().is_file() {
             bail!(
@@ -170,7 +95,7 @@ impl Toolkit {
 
     pub fn save(&self, dir: &Path) -> Result<()> {
         let file = dir.join(TOOLKIT_FILE);
-        let text = serde_json::to_string_pretty(&self.to_json())?;
+        let text = serde_json::to_string_pretty(self)?;
         std::fs::write(&file, text + "\n").with_context(|| format!("writing {}", file.display()))
     }
 
@@ -252,15 +177,6 @@ impl Toolkit {
     }
 }
 
-/// `value[key]` as a path: absent or null gives `None`.
-fn optional_path(value: &Value, key: &str) -> Result<Option<PathBuf>> {
-    match &value[key] {
-        Value::Null => Ok(None),
-        Value::String(path) => Ok(Some(PathBuf::from(path))),
-        _ => bail!("`{key}` is not a path or null"),
-    }
-}
-
 /// `dirs` followed by the entries of `existing`, as a PATH-style list.
 pub fn prepend_path(dirs: &[PathBuf], existing: Option<OsString>) -> Result<OsString> {
     let mut all: Vec<PathBuf> = dirs.to_vec();
@@ -268,11 +184,6 @@ pub fn prepend_path(dirs: &[PathBuf], existing: Option<OsString>) -> Result<OsSt
         all.extend(std::env::split_paths(&existing).filter(|p| !p.as_os_str().is_empty()));
     }
     std::env::join_paths(all).context("a path holds the list separator ':'")
-}
-
-/// Single-quotes `text` for POSIX sh.
-pub fn shell_quote(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "'\\''"))
 }
 
 /// The number of parallel nvcc jobs: `CUDAFORGE_THREADS` if set, else the CPUs.
@@ -317,8 +228,15 @@ mod tests {
 
     #[test]
     fn toolkit_description_round_trips_through_json() {
+        let dir = std::env::temp_dir().join(format!("xtask-toolkit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let round_trip = |toolkit: &Toolkit| -> Toolkit {
+            toolkit.save(&dir).unwrap();
+            let text = std::fs::read_to_string(dir.join(TOOLKIT_FILE)).unwrap();
+            serde_json::from_str(&text).unwrap()
+        };
         let toolkit = sample();
-        assert_eq!(Toolkit::from_json(&toolkit.to_json()).unwrap(), toolkit);
+        assert_eq!(round_trip(&toolkit), toolkit);
         let system = Toolkit {
             source: ToolkitSource::System,
             stub_dir: None,
@@ -326,19 +244,41 @@ mod tests {
             cudnn_home: Some("/opt/cudnn".into()),
             ..sample()
         };
-        assert_eq!(Toolkit::from_json(&system.to_json()).unwrap(), system);
+        assert_eq!(round_trip(&system), system);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
-    fn malformed_description_names_the_field() {
-        let mut value = sample().to_json();
-        value["cudnn_home"] = json!(true);
-        let err = Toolkit::from_json(&value).unwrap_err().to_string();
-        assert!(err.contains("cudnn_home"), "{err}");
-        value = sample().to_json();
-        value["source"] = json!("conda");
-        let err = Toolkit::from_json(&value).unwrap_err().to_string();
+    fn optional_paths_may_be_null_or_absent() {
+        let mut value = serde_json::to_value(sample()).unwrap();
+        value["stub_dir"] = serde_json::Value::Null;
+        value.as_object_mut().unwrap().remove("cudnn_home");
+        let toolkit: Toolkit = serde_json::from_value(value).unwrap();
+        assert_eq!((toolkit.stub_dir, toolkit.cudnn_home), (None, None));
+    }
+
+    #[test]
+    fn malformed_description_names_the_field_or_its_line() {
+        let text = serde_json::to_string_pretty(&sample()).unwrap();
+        let err = serde_json::from_str::<Toolkit>(
+            &text.replace("\"source\": \"pip\"", "\"source\": \"conda\""),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("conda"), "{err}");
+        let without = text.replace("\"cuda_version\": \"13.0\",", "");
+        let err = serde_json::from_str::<Toolkit>(&without)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cuda_version"), "{err}");
+        // A wrong type is located by line (the file is written one field
+        // a line).
+        let line = 1 + text.lines().position(|l| l.contains("cudnn_home")).unwrap();
+        let bad = text.replace("\"cudnn_home\": null", "\"cudnn_home\": true");
+        let err = serde_json::from_str::<Toolkit>(&bad)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&format!("line {line}")), "{err}");
     }
 
     #[test]
@@ -375,11 +315,6 @@ mod tests {
             script.contains("export LIBRARY_PATH='/t/wheels/nvidia/cu13/lib/stubs'"),
             "{script}"
         );
-    }
-
-    #[test]
-    fn shell_quote_survives_single_quotes() {
-        assert_eq!(shell_quote("a'b"), "'a'\\''b'");
     }
 
     #[test]

@@ -5,7 +5,14 @@
 
 mod bench;
 mod cuda;
+mod process;
+// The workspace's one median, shared as source: depending on noprop-core
+// would build candle for every `cargo xtask`.
+#[path = "../../crates/noprop-core/src/stats.rs"]
+mod stats;
 mod train_all;
+
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -40,4 +47,26 @@ fn main() -> Result<()> {
         Task::GpuCheck(args) => cuda::gpu_check::run(&args),
         Task::Bench(args) => bench::run(&args),
     }
+}
+
+/// The workspace root (xtask lives one level below it).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask is a workspace member, so its manifest dir has a parent")
+        .to_path_buf()
+}
+
+/// `path` if absolute, else relative to `base`.
+pub fn absolute(path: &Path, base: &Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base.join(path)
+    }
+}
+
+/// `path` if absolute, else relative to the workspace root.
+pub fn in_workspace(path: &Path) -> PathBuf {
+    absolute(path, &workspace_root())
 }

@@ -29,13 +29,15 @@
 //! the CPU's threads, which a GPU does not support: use `--preset paper`
 //! with `--device cuda`.
 
-use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+
+use crate::process::{self, cargo_program, describe};
+use crate::{absolute, workspace_root};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Preset {
@@ -267,19 +269,8 @@ pub fn plan(
 
 /// The registered variants, from `noprop info --list --json`.
 fn registered_variants(noprop: &Path) -> Result<Vec<String>> {
-    let output = Command::new(noprop)
-        .args(["info", "--list", "--json"])
-        .stderr(Stdio::inherit())
-        .output()
-        .with_context(|| format!("could not run {} info --list", noprop.display()))?;
-    if !output.status.success() {
-        bail!(
-            "`{} info --list --json` failed ({})",
-            noprop.display(),
-            output.status
-        );
-    }
-    let list: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout)
+    let stdout = process::output(Command::new(noprop).args(["info", "--list", "--json"]))?;
+    let list: Vec<serde_json::Value> = serde_json::from_str(&stdout)
         .context("`noprop info --list --json` did not print a JSON list")?;
     list.iter()
         .map(|v| {
@@ -325,42 +316,9 @@ pub fn command_line(args: &TrainAllArgs) -> String {
     line
 }
 
-/// The workspace root (xtask lives one level below it).
-fn workspace_root() -> PathBuf {
-    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest_dir
-        .parent()
-        .map_or_else(|| manifest_dir.to_path_buf(), Path::to_path_buf)
-}
-
-fn absolute(path: &Path, base: &Path) -> PathBuf {
-    if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        base.join(path)
-    }
-}
-
-/// A command as a shell-like line.
-fn describe(command: &Command) -> String {
-    std::iter::once(command.get_program())
-        .chain(command.get_args())
-        .map(|a| {
-            let a = a.to_string_lossy();
-            if a.is_empty() || a.contains(char::is_whitespace) {
-                format!("'{a}'")
-            } else {
-                a.into_owned()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 /// Builds the release `noprop` binary and returns its path.
 fn build_noprop(workspace: &Path, device: Device, dry_run: bool) -> Result<PathBuf> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
-    let mut build = Command::new(cargo);
+    let mut build = Command::new(cargo_program());
     build.current_dir(workspace).args([
         "build",
         "--release",
@@ -384,18 +342,16 @@ fn build_noprop(workspace: &Path, device: Device, dry_run: bool) -> Result<PathB
             dir
         }
     };
-    eprintln!("xtask: {}", describe(&build));
-    if !dry_run {
-        let status = build
-            .status()
-            .with_context(|| format!("could not start `{}`", describe(&build)))?;
-        if !status.success() {
-            let hint = if device == Device::Cuda {
-                " (a CUDA build needs the CUDA toolkit: see docs/cuda.md, or pass --noprop BIN)"
-            } else {
-                ""
-            };
-            bail!("building noprop failed ({status}){hint}");
+    if dry_run {
+        eprintln!("xtask: {}", describe(&build));
+    } else {
+        let built = process::run(&mut build);
+        if device == Device::Cuda {
+            built.context(
+                "building the CUDA noprop failed: it needs the CUDA toolkit (see docs/cuda.md), or pass --noprop BIN",
+            )?;
+        } else {
+            built.context("building noprop failed")?;
         }
     }
     Ok(target_dir.join("release").join("noprop"))
@@ -403,34 +359,10 @@ fn build_noprop(workspace: &Path, device: Device, dry_run: bool) -> Result<PathB
 
 /// Runs one step; errors name the command.
 fn run_step(step: &mut Step) -> Result<()> {
-    let line = describe(&step.command);
     match &step.stdout_to {
-        None => {
-            eprintln!("xtask: {line}");
-            let status = step
-                .command
-                .status()
-                .with_context(|| format!("could not start `{line}`"))?;
-            if !status.success() {
-                bail!("`{line}` failed ({status})");
-            }
-        }
-        Some(path) => {
-            eprintln!("xtask: {line} > {}", path.display());
-            let output = step
-                .command
-                .stdin(Stdio::null())
-                .stderr(Stdio::inherit())
-                .output()
-                .with_context(|| format!("could not start `{line}`"))?;
-            if !output.status.success() {
-                bail!("`{line}` failed ({})", output.status);
-            }
-            std::fs::write(path, &output.stdout)
-                .with_context(|| format!("writing {}", path.display()))?;
-        }
+        None => process::run(&mut step.command).map(drop),
+        Some(path) => process::run_to_file(&mut step.command, path),
     }
-    Ok(())
 }
 
 /// Runs `cargo xtask train-all`.

@@ -7,6 +7,7 @@
 use std::time::Instant;
 
 use anyhow::Result;
+use noprop_core::stats::median;
 use serde_json::{json, Value};
 
 /// Timing of `samples` runs: median wall time, mean CPU time, in ms.
@@ -42,6 +43,7 @@ pub fn process_cpu_ms() -> Option<f64> {
     (per_s > 0).then(|| ticks * 1e3 / per_s as f64)
 }
 
+/// Runs `f` `warmup` times, then times `iters` (at least one) runs.
 pub fn median_ms(warmup: usize, iters: usize, mut f: impl FnMut() -> Result<()>) -> Result<Timing> {
     for _ in 0..warmup {
         f()?;
@@ -57,16 +59,9 @@ pub fn median_ms(warmup: usize, iters: usize, mut f: impl FnMut() -> Result<()>)
     let cpu_ms = cpu_start
         .zip(process_cpu_ms())
         .map(|(a, b)| (b - a) / iters as f64);
-    samples.sort_by(f64::total_cmp);
-    let n = samples.len();
-    let median = if n % 2 == 1 {
-        samples[n / 2]
-    } else {
-        0.5 * (samples[n / 2 - 1] + samples[n / 2])
-    };
     Ok(Timing {
-        median_ms: median,
+        median_ms: median(&samples),
         cpu_ms,
-        samples: n,
+        samples: samples.len(),
     })
 }

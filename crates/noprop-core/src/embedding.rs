@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::params::ParamStore;
 use crate::rng::SeededRng;
+use crate::stats::median;
 
 /// The `ParamStore` name of a learned W.
 pub const EMBEDDING_WEIGHT: &str = "embedding.weight";
@@ -383,7 +384,7 @@ fn class_medoid_by_median(flat: &Tensor, idx: &[u32], chunk_elements: usize) -> 
                     .filter(|&(j, _)| j != me)
                     .map(|(_, &v)| v as f64),
             );
-            let med = median(&mut others);
+            let med = median(&others);
             if med < best.0 {
                 best = (med, me);
             }
@@ -391,20 +392,6 @@ fn class_medoid_by_median(flat: &Tensor, idx: &[u32], chunk_elements: usize) -> 
         start += rows;
     }
     Ok(best.1)
-}
-
-/// The median of a non-empty slice (mean of the two middles for even length).
-fn median(v: &mut [f64]) -> f64 {
-    let n = v.len();
-    let mid = n / 2;
-    let (lower, m, _) = v.select_nth_unstable_by(mid, f64::total_cmp);
-    let upper = *m;
-    if n % 2 == 1 {
-        upper
-    } else {
-        let below = lower.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        0.5 * (below + upper)
-    }
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@
 //! | [`params`] | [`ParamStore`]: seeded `VarBuilder` backend, sorted names | all |
 //! | [`variant`] | [`Variant`], [`BuildVariant`], [`VariantConfig`]: what a trainer drives and builds | variants, trainer |
 //! | [`inference`] | batching, several runs, ensemble, accuracy ([`inference::evaluate`]) | variants, trainer |
+//! | [`stats`] | [`stats::median`] of host values | embedding, trainer, bench, xtask |
 //!
 //! Conventions: host scalars are `f64`; tensors are f32 unless a caller
 //! builds in another dtype; shapes are written `[B, d]` (batch, latent
@@ -65,6 +66,7 @@ pub mod optim;
 pub mod params;
 pub mod rng;
 pub mod schedule;
+pub mod stats;
 pub mod time_embedding;
 pub mod variant;
 

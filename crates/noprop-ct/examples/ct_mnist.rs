@@ -15,8 +15,9 @@
 
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use candle_core::Device;
+use clap::Parser;
 use noprop_core::inference::{self, InferenceSettings};
 use noprop_core::variant::ModelSpec;
 use noprop_core::{
@@ -25,88 +26,85 @@ use noprop_core::{
 use noprop_ct::{CtConfig, NoPropCt, TimeSampling};
 use noprop_data::{Dataset, DatasetConfig, DatasetKind};
 
+/// Trains NoProp-CT on embedded MNIST and prints the test accuracy.
+#[derive(Parser)]
 struct Args {
+    /// Training images (0: all 60,000).
+    #[arg(long, default_value_t = 5_000)]
     train_limit: usize,
+    /// Test images (0: all 10,000).
+    #[arg(long, default_value_t = 2_000)]
     test_limit: usize,
+    #[arg(long, default_value_t = 1)]
     epochs: usize,
+    #[arg(long, default_value_t = 128)]
     batch_size: usize,
-    config: CtConfig,
-    alpha_bar: (f64, f64),
+    /// Class embedding: one-hot, dimN (e.g. dim20) or prototype.
+    #[arg(long, default_value_t = CtConfig::default().embedding)]
+    embedding: EmbeddingKind,
+    /// How training draws t: uniform or importance.
+    #[arg(long, default_value_t = CtConfig::default().time_sampling)]
+    sampling: TimeSampling,
+    /// alpha_bar at the noise end of the initial schedule.
+    #[arg(long, default_value_t = 0.01)]
+    alpha_bar_noise: f64,
+    /// alpha_bar at the clean end of the initial schedule.
+    #[arg(long, default_value_t = 0.99)]
+    alpha_bar_clean: f64,
+    /// Weight decay of the schedule's variables.
+    #[arg(long, default_value_t = CtConfig::default().schedule_weight_decay)]
+    schedule_wd: f64,
+    /// Learning-rate warm-up steps.
+    #[arg(long, default_value_t = CtConfig::default().warmup_steps)]
+    warmup: usize,
+    #[arg(long, default_value_t = CtConfig::default().lr)]
+    lr: f64,
+    /// Learning rate of the classification head [default: --lr].
+    #[arg(long)]
+    head_lr: Option<f64>,
+    /// ODE steps at inference, comma-separated: one evaluation each.
+    #[arg(long, value_delimiter = ',', default_value = "100")]
     steps: Vec<usize>,
+    /// ODE integrator: euler, heun or rk4.
+    #[arg(long, default_value_t = CtConfig::default().solver)]
+    solver: OdeSolver,
+    /// Stochastic inference runs.
+    #[arg(long, default_value_t = 1)]
     runs: usize,
+    #[arg(long, default_value_t = 0)]
     seed: u64,
 }
 
-fn parse_solver(s: &str) -> Result<OdeSolver> {
-    Ok(match s {
-        "euler" => OdeSolver::Euler,
-        "heun" => OdeSolver::Heun,
-        "rk4" => OdeSolver::Rk4,
-        _ => bail!("unknown solver {s} (euler, heun, rk4)"),
-    })
-}
-
-fn parse_args() -> Result<Args> {
-    let mut args = Args {
-        train_limit: 5_000,
-        test_limit: 2_000,
-        epochs: 1,
-        batch_size: 128,
-        config: CtConfig::default(),
-        alpha_bar: (0.01, 0.99),
-        steps: vec![100],
-        runs: 1,
-        seed: 0,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
-        let num = |v: &str| -> Result<f64> { v.parse().with_context(|| format!("{flag} {v}")) };
-        let c = &mut args.config;
-        match flag.as_str() {
-            "--train-limit" => args.train_limit = num(&value)? as usize,
-            "--test-limit" => args.test_limit = num(&value)? as usize,
-            "--epochs" => args.epochs = num(&value)? as usize,
-            "--batch-size" => args.batch_size = num(&value)? as usize,
-            "--embedding" => {
-                c.embedding = value.parse::<EmbeddingKind>().map_err(anyhow::Error::msg)?
-            }
-            "--sampling" => {
-                c.time_sampling = value.parse::<TimeSampling>().map_err(anyhow::Error::msg)?
-            }
-            "--alpha-bar-noise" => args.alpha_bar.0 = num(&value)?,
-            "--alpha-bar-clean" => args.alpha_bar.1 = num(&value)?,
-            "--schedule-wd" => c.schedule_weight_decay = num(&value)?,
-            "--warmup" => c.warmup_steps = num(&value)? as usize,
-            "--lr" => c.lr = num(&value)?,
-            "--head-lr" => c.head_lr = Some(num(&value)?),
-            "--solver" => c.solver = parse_solver(&value)?,
-            "--runs" => args.runs = num(&value)? as usize,
-            "--steps" => {
-                args.steps = value
-                    .split(',')
-                    .map(|s| s.parse::<usize>().with_context(|| format!("--steps {s}")))
-                    .collect::<Result<_>>()?
-            }
-            "--seed" => args.seed = num(&value)? as u64,
-            _ => bail!("unknown flag {flag}"),
+impl Args {
+    /// The model's configuration, checked.
+    fn config(&self) -> Result<CtConfig> {
+        let (lo, hi) = (self.alpha_bar_noise, self.alpha_bar_clean);
+        if !(0.0 < lo && lo < hi && hi < 1.0) {
+            bail!("need 0 < --alpha-bar-noise < --alpha-bar-clean < 1");
         }
+        if self.batch_size == 0 || self.epochs == 0 || self.runs == 0 || self.steps.contains(&0) {
+            bail!("need --batch-size, --epochs, --runs and every --steps >= 1");
+        }
+        let defaults = CtConfig::default();
+        let config = CtConfig {
+            embedding: self.embedding,
+            time_sampling: self.sampling,
+            schedule: LearnedScheduleConfig::from_alpha_bar_range(lo, hi, defaults.schedule.hidden),
+            schedule_weight_decay: self.schedule_wd,
+            warmup_steps: self.warmup,
+            lr: self.lr,
+            head_lr: self.head_lr.or(defaults.head_lr),
+            solver: self.solver,
+            ..defaults
+        };
+        config.validate()?;
+        Ok(config)
     }
-    let (lo, hi) = args.alpha_bar;
-    if !(0.0 < lo && lo < hi && hi < 1.0) {
-        bail!("need 0 < --alpha-bar-noise < --alpha-bar-clean < 1");
-    }
-    args.config.schedule =
-        LearnedScheduleConfig::from_alpha_bar_range(lo, hi, args.config.schedule.hidden);
-    if args.batch_size == 0 || args.epochs == 0 || args.runs == 0 || args.steps.contains(&0) {
-        bail!("need --batch-size, --epochs, --runs and every --steps >= 1");
-    }
-    args.config.validate()?;
-    Ok(args)
 }
 
 fn main() -> Result<()> {
-    let args = parse_args()?;
+    let args = Args::parse();
+    let config = args.config()?;
     let device = Device::Cpu;
     let data_config = DatasetConfig {
         train_limit: (args.train_limit > 0).then_some(args.train_limit),
@@ -115,7 +113,7 @@ fn main() -> Result<()> {
     };
     let data = Dataset::load(&data_config, &device)?;
     let (train, test) = (data.train(), data.test());
-    let c = &args.config;
+    let c = &config;
     println!(
         "NoProp-CT on MNIST: {} train / {} test, {} embedding, batch {}, sampling {}, alpha_bar {:?}, \
          schedule wd {}, warm-up {}, lr {}, head lr {}",
@@ -124,14 +122,14 @@ fn main() -> Result<()> {
         c.embedding,
         args.batch_size,
         c.time_sampling,
-        args.alpha_bar,
+        (args.alpha_bar_noise, args.alpha_bar_clean),
         c.schedule_weight_decay,
         c.warmup_steps,
         c.lr,
         c.head_lr.unwrap_or(c.lr)
     );
     let mut model = NoPropCt::new(
-        args.config,
+        config,
         ModelSpec::mnist(),
         Some((train.images(), train.labels())),
         args.seed,

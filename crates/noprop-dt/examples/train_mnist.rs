@@ -15,63 +15,49 @@
 
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use candle_core::Device;
+use clap::Parser;
 use noprop_core::inference::{self, InferenceSettings};
 use noprop_core::variant::ModelSpec;
 use noprop_core::{EmbeddingKind, InferenceOptions, SeededRng, Variant};
 use noprop_data::{Dataset, DatasetConfig, DatasetKind};
 use noprop_dt::{DtConfig, NoPropDt, TrainingOrder};
 
+/// Trains NoProp-DT on embedded MNIST and prints the test accuracy.
+#[derive(Parser)]
 struct Args {
+    /// Training images (0: all 60,000).
+    #[arg(long, default_value_t = 5_000)]
     train_limit: usize,
+    /// Test images (0: all 10,000).
+    #[arg(long, default_value_t = 1_000)]
     test_limit: usize,
+    #[arg(long, default_value_t = 1)]
     epochs: usize,
+    #[arg(long, default_value_t = 128)]
     batch_size: usize,
+    /// Class embedding: one-hot, dimN (e.g. dim20) or prototype.
+    #[arg(long, default_value_t = EmbeddingKind::OneHot)]
     embedding: EmbeddingKind,
+    /// Which blocks a minibatch trains: all-blocks, sweep or random.
+    #[arg(long, default_value_t = TrainingOrder::AllBlocks)]
     order: TrainingOrder,
+    /// Blocks (diffusion steps T).
+    #[arg(long, default_value_t = 10)]
     blocks: usize,
+    /// Stochastic inference runs.
+    #[arg(long, default_value_t = 5)]
     runs: usize,
+    #[arg(long, default_value_t = 0)]
     seed: u64,
 }
 
-fn parse_args() -> Result<Args> {
-    let mut args = Args {
-        train_limit: 5_000,
-        test_limit: 1_000,
-        epochs: 1,
-        batch_size: 128,
-        embedding: EmbeddingKind::OneHot,
-        order: TrainingOrder::AllBlocks,
-        blocks: 10,
-        runs: 5,
-        seed: 0,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
-        let bad = |e: String| anyhow::anyhow!("{flag} {value}: {e}");
-        match flag.as_str() {
-            "--train-limit" => args.train_limit = value.parse().map_err(|e| bad(format!("{e}")))?,
-            "--test-limit" => args.test_limit = value.parse().map_err(|e| bad(format!("{e}")))?,
-            "--epochs" => args.epochs = value.parse().map_err(|e| bad(format!("{e}")))?,
-            "--batch-size" => args.batch_size = value.parse().map_err(|e| bad(format!("{e}")))?,
-            "--embedding" => args.embedding = value.parse().map_err(bad)?,
-            "--order" => args.order = value.parse().map_err(bad)?,
-            "--blocks" => args.blocks = value.parse().map_err(|e| bad(format!("{e}")))?,
-            "--runs" => args.runs = value.parse().map_err(|e| bad(format!("{e}")))?,
-            "--seed" => args.seed = value.parse().map_err(|e| bad(format!("{e}")))?,
-            _ => bail!("unknown flag {flag}"),
-        }
-    }
+fn main() -> Result<()> {
+    let args = Args::parse();
     if args.batch_size < 2 || args.epochs == 0 || args.runs == 0 {
         bail!("need --batch-size >= 2, --epochs >= 1 and --runs >= 1");
     }
-    Ok(args)
-}
-
-fn main() -> Result<()> {
-    let args = parse_args()?;
     let device = Device::Cpu;
     let data_config = DatasetConfig {
         train_limit: (args.train_limit > 0).then_some(args.train_limit),

@@ -18,10 +18,13 @@ pub enum TrainingOrder {
     /// reference trained this way (docs/results).
     #[default]
     AllBlocks,
-    /// The paper's loop: block 1 over the data for `sweep_epochs_per_block`
+    /// Block by block: block 1 over the data for `sweep_epochs_per_block`
     /// epochs, then block 2, ...; epoch e (0-based) trains the
     /// `(e / sweep_epochs_per_block) mod n`-th trained block, so more epochs
-    /// than `T * sweep_epochs_per_block` start the sweep again.
+    /// than `T * sweep_epochs_per_block` start the sweep again. With
+    /// `sweep_epochs_per_block = 1` and `10 * E` epochs this is the paper's
+    /// Algorithm 1 over E of its epochs (each: every block in turn over all
+    /// minibatches).
     Sweep,
     /// One block per minibatch, drawn uniformly from the trained blocks with
     /// the step's generator (the paper notes that sampling t works).

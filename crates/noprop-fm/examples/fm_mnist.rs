@@ -7,20 +7,33 @@ use std::time::Instant;
 
 use anyhow::Result;
 use candle_core::Device;
+use clap::Parser;
 use noprop_core::inference::{self, InferenceSettings};
 use noprop_core::variant::ModelSpec;
 use noprop_core::{InferenceOptions, SeededRng, Variant};
 use noprop_data::{Dataset, DatasetConfig, DatasetKind};
 use noprop_fm::{FmConfig, NoPropFm};
 
+/// Trains NoProp-FM on part of the embedded MNIST and prints the test
+/// accuracy on all 10,000 test images.
+#[derive(Parser)]
+struct Args {
+    /// Training images.
+    #[arg(default_value_t = 5_000)]
+    train: usize,
+    #[arg(default_value_t = 1)]
+    epochs: usize,
+    /// Euler steps of the ODE at inference.
+    #[arg(default_value_t = 100)]
+    steps: usize,
+}
+
 fn main() -> Result<()> {
-    let args: Vec<usize> = std::env::args()
-        .skip(1)
-        .map(|a| a.parse())
-        .collect::<std::result::Result<_, _>>()?;
-    let train = args.first().copied().unwrap_or(5000);
-    let epochs = args.get(1).copied().unwrap_or(1);
-    let steps = args.get(2).copied().unwrap_or(100);
+    let Args {
+        train,
+        epochs,
+        steps,
+    } = Args::parse();
     let device = Device::Cpu;
     let data = Dataset::load(
         &DatasetConfig {

@@ -406,7 +406,11 @@ fn not_safetensors(e: safetensors::SafeTensorError) -> anyhow::Error {
     anyhow::anyhow!("not a valid safetensors file (truncated or corrupt?): {e}")
 }
 
-/// A tensor's bytes on the host, as safetensors wants them.
+/// A tensor's bytes on the host, as safetensors wants them. candle's own
+/// `View for &Tensor` would serve, but it copies a device tensor to the
+/// host inside `View::data`, which cannot fail and so unwraps: a device
+/// error while saving would panic. Copying first, here, makes it an error
+/// that names the tensor.
 struct RawTensor {
     dtype: Dtype,
     shape: Vec<usize>,

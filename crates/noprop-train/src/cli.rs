@@ -74,24 +74,6 @@ impl From<EmbeddingChoice> for EmbeddingKind {
     }
 }
 
-/// ODE integrators, as command-line values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum SolverArg {
-    Euler,
-    Heun,
-    Rk4,
-}
-
-impl From<SolverArg> for OdeSolver {
-    fn from(s: SolverArg) -> Self {
-        match s {
-            SolverArg::Euler => OdeSolver::Euler,
-            SolverArg::Heun => OdeSolver::Heun,
-            SolverArg::Rk4 => OdeSolver::Rk4,
-        }
-    }
-}
-
 #[derive(Debug, Args)]
 #[command(allow_negative_numbers = true)]
 pub struct TrainArgs {
@@ -163,9 +145,9 @@ pub struct InferenceArgs {
     /// ODE steps (CT, FM); default: the model's configuration.
     #[arg(long, value_parser = positive)]
     pub steps: Option<usize>,
-    /// ODE integrator (CT, FM).
-    #[arg(long, value_enum)]
-    pub solver: Option<SolverArg>,
+    /// ODE integrator (CT, FM): euler, heun or rk4.
+    #[arg(long, value_parser = solver)]
+    pub solver: Option<OdeSolver>,
     /// DT: inject no noise during inference.
     #[arg(long)]
     pub deterministic: bool,
@@ -290,6 +272,11 @@ pub struct GpuCheckArgs {
     /// Write every number as JSON to FILE (atomically).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+}
+
+/// An ODE integrator by name (euler, heun, rk4).
+fn solver(s: &str) -> Result<OdeSolver, String> {
+    s.parse()
 }
 
 fn positive(s: &str) -> Result<usize, String> {

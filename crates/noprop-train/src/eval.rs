@@ -10,8 +10,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use noprop_core::{inference, InferenceSettings, ModelSpec, RunAccuracy, SeededRng, Variant};
 use noprop_data::{Dataset, Split};
-use serde::Serialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
 use crate::cli::{EvalArgs, InferenceArgs};
 use crate::config::RunConfig;
@@ -68,7 +67,7 @@ pub fn inference_settings(args: &InferenceArgs, config: &RunConfig) -> Inference
         settings.options.steps = Some(steps);
     }
     if let Some(solver) = args.solver {
-        settings.options.solver = Some(solver.into());
+        settings.options.solver = Some(solver);
     }
     if args.deterministic {
         settings.options.deterministic = Some(true);
@@ -84,7 +83,7 @@ pub fn inference_settings(args: &InferenceArgs, config: &RunConfig) -> Inference
 
 /// The inference settings actually used: each option resolved to the
 /// model's own default where unset (from its configuration).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UsedSettings {
     /// ODE steps (variants that integrate an ODE), else None.
     pub steps: Option<usize>,
@@ -144,7 +143,8 @@ impl UsedSettings {
         }
     }
 
-    fn describe(&self) -> String {
+    /// "100 euler steps, 5 runs, batches of 500".
+    pub fn describe(&self) -> String {
         let mut parts = Vec::new();
         if let Some(steps) = self.steps {
             parts.push(format!(
@@ -163,6 +163,39 @@ impl UsedSettings {
         parts.push(format!("batches of {}", self.batch_size));
         parts.join(", ")
     }
+}
+
+/// What `noprop eval --json` prints (saved as `eval.json` in a run
+/// directory by `cargo xtask train-all`). Accuracies are fractions in
+/// [0, 1].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalReport {
+    /// The checkpoint evaluated, as given on the command line.
+    pub checkpoint: String,
+    pub variant: String,
+    pub dataset: String,
+    /// Always "test".
+    pub split: String,
+    /// The mean of the single runs' accuracies (one run: its accuracy).
+    pub accuracy: f64,
+    /// Their sample standard deviation (0 for one run).
+    pub accuracy_std: f64,
+    /// Each run's accuracy.
+    pub run_accuracies: Vec<f64>,
+    /// The averaged probabilities of the runs, scored once (one run: that
+    /// run's accuracy).
+    pub ensemble_accuracy: f64,
+    pub correct_per_run: Vec<u64>,
+    /// Images scored.
+    pub images: u64,
+    /// Wall-clock seconds of the whole evaluation (every run).
+    pub seconds: f64,
+    pub ms_per_image: f64,
+    pub images_per_second: f64,
+    pub seed: u64,
+    pub settings: UsedSettings,
+    /// The model's own configuration ([`Variant::config_json`]).
+    pub variant_config: serde_json::Value,
 }
 
 /// Runs `noprop eval`: the accuracy of a checkpoint on its dataset's test
@@ -219,27 +252,25 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     let variant_config = loaded.model.config_json()?;
     let used = UsedSettings::new(&config.variant, &settings, &variant_config);
     if args.json {
-        let value = json!({
-            "checkpoint": args.checkpoint.display().to_string(),
-            "variant": config.variant,
-            "dataset": dataset.kind().name(),
-            "split": "test",
-            // The mean of the single runs' accuracies (one run: its accuracy).
-            "accuracy": acc.mean(),
-            "accuracy_std": acc.std(),
-            "run_accuracies": acc.per_run(),
-            // The averaged probabilities of the runs, scored once.
-            "ensemble_accuracy": acc.ensemble(),
-            "correct_per_run": acc.correct_per_run,
-            "images": images,
-            "seconds": evaluation.seconds,
-            "ms_per_image": ms_per_image,
-            "images_per_second": images as f64 / evaluation.seconds.max(1e-9),
-            "seed": seed,
-            "settings": used,
-            "variant_config": variant_config,
-        });
-        println!("{value}");
+        let report = EvalReport {
+            checkpoint: args.checkpoint.display().to_string(),
+            variant: config.variant.clone(),
+            dataset: dataset.kind().name().to_string(),
+            split: "test".to_string(),
+            accuracy: acc.mean(),
+            accuracy_std: acc.std(),
+            run_accuracies: acc.per_run(),
+            ensemble_accuracy: acc.ensemble(),
+            correct_per_run: acc.correct_per_run.clone(),
+            images,
+            seconds: evaluation.seconds,
+            ms_per_image,
+            images_per_second: images as f64 / evaluation.seconds.max(1e-9),
+            seed,
+            settings: used,
+            variant_config,
+        };
+        println!("{}", serde_json::to_string(&report)?);
     } else {
         let runs = acc.per_run();
         let headline = if runs.len() == 1 {

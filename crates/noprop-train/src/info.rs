@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use anyhow::Result;
 use candle_core::Device;
 use noprop_core::params::is_buffer;
-use noprop_core::{ModelSpec, ParamStore};
-use serde::Serialize;
+use noprop_core::{ModelSpec, ParamStore, ScheduleTable};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::checkpoint::CheckpointMeta;
@@ -21,12 +21,76 @@ use crate::overrides::Override;
 use crate::registry::{self, Sections};
 
 /// Parameter counts of one group of variables.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupCount {
     /// Trainable scalars.
     pub parameters: usize,
     /// Buffer scalars (BatchNorm running statistics).
     pub buffers: usize,
+}
+
+/// What `noprop info --json` prints for a model (saved as `info.json` and
+/// `info-initial.json` in a run directory by `cargo xtask train-all`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InfoReport {
+    /// The registered variant name.
+    pub variant: String,
+    /// Its display name ("NoProp-DT").
+    pub label: String,
+    /// The checkpoint's path, or how a fresh model was built.
+    pub source: String,
+    pub parameters: ParameterCounts,
+    /// The noise schedule ([`noprop_core::Variant::schedule_table`]; None
+    /// for a variant without one). Undefined and non-finite values are
+    /// null (JSON has no infinity).
+    pub schedule: Option<ScheduleTable>,
+    /// The tensors of the checkpoint file, or of the fresh model.
+    pub tensors: Vec<TensorInfo>,
+    /// A checkpoint's metadata (None for a fresh model).
+    pub checkpoint: Option<CheckpointInfo>,
+    /// The run configuration.
+    pub config: RunConfig,
+    /// The model's own configuration ([`noprop_core::Variant::config_json`]).
+    pub variant_config: Value,
+}
+
+/// Parameter counts of a model.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParameterCounts {
+    /// Trainable scalars.
+    pub total: usize,
+    /// Buffer scalars.
+    pub buffers: usize,
+    /// Per group ([`group_of`]), sorted by name.
+    pub groups: BTreeMap<String, GroupCount>,
+}
+
+/// One tensor: its name, safetensors dtype name and shape.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TensorInfo {
+    pub name: String,
+    pub dtype: String,
+    pub shape: Vec<usize>,
+}
+
+/// A checkpoint's metadata, as `noprop info` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointInfo {
+    /// "training" or "weights".
+    pub checkpoint: String,
+    pub format_version: u32,
+    pub variant: String,
+    pub crate_version: String,
+    pub epoch: usize,
+    pub step: u64,
+    pub dataset: String,
+    pub in_channels: usize,
+    pub image_size: usize,
+    pub num_classes: usize,
+    pub normalize_mean: Vec<f32>,
+    pub normalize_std: Vec<f32>,
+    /// A training checkpoint's trainer state.
+    pub trainer_state: Option<Value>,
 }
 
 /// The group a variable belongs to: its first name component, with the
@@ -79,7 +143,7 @@ pub fn run(args: &InfoArgs) -> Result<()> {
                     .checkpoint
                     .tensors
                     .iter()
-                    .map(|(name, t)| tensor_json(name, t))
+                    .map(|(name, t)| tensor_info(name, t))
                     .collect::<Vec<_>>(),
             );
             (
@@ -124,34 +188,33 @@ pub fn run(args: &InfoArgs) -> Result<()> {
     let buffers: usize = groups.values().map(|g| g.buffers).sum();
     let schedule = model.schedule_table(args.grid)?;
     // The tensors of the file (for a checkpoint) or of the model.
-    let tensors: Vec<Value> = match &checkpoint_tensors {
-        Some(list) => list.clone(),
+    let tensors: Vec<TensorInfo> = match checkpoint_tensors {
+        Some(list) => list,
         None => model
             .params()
             .named_tensors()
             .iter()
-            .map(|(name, t)| tensor_json(name, t))
+            .map(|(name, t)| tensor_info(name, t))
             .collect(),
     };
 
     if args.json {
-        let value = json!({
-            "variant": config.variant,
-            "label": registry::label(&config.variant),
-            "source": source,
-            "parameters": {
-                "total": total,
-                "buffers": buffers,
-                "groups": groups,
+        let report = InfoReport {
+            variant: config.variant.clone(),
+            label: registry::label(&config.variant),
+            source,
+            parameters: ParameterCounts {
+                total,
+                buffers,
+                groups,
             },
-            // Undefined and non-finite values are null (JSON has no infinity).
-            "schedule": schedule,
-            "tensors": tensors,
-            "checkpoint": meta.as_ref().map(meta_json),
-            "config": serde_json::to_value(&config)?,
-            "variant_config": model.config_json()?,
-        });
-        println!("{value}");
+            schedule,
+            tensors,
+            checkpoint: meta.as_ref().map(checkpoint_info),
+            config,
+            variant_config: model.config_json()?,
+        };
+        println!("{}", serde_json::to_string(&report)?);
         return Ok(());
     }
     println!("{} ({source})", registry::label(&config.variant));
@@ -206,8 +269,8 @@ pub fn run(args: &InfoArgs) -> Result<()> {
     Ok(())
 }
 
-/// `{name, dtype, shape}` with the safetensors dtype name.
-fn tensor_json(name: &str, t: &candle_core::Tensor) -> Value {
+/// A tensor's name, safetensors dtype name and shape.
+fn tensor_info(name: &str, t: &candle_core::Tensor) -> TensorInfo {
     let dtype = match t.dtype() {
         candle_core::DType::F32 => "F32",
         candle_core::DType::F64 => "F64",
@@ -218,7 +281,11 @@ fn tensor_json(name: &str, t: &candle_core::Tensor) -> Value {
         candle_core::DType::I64 => "I64",
         _ => "other",
     };
-    json!({ "name": name, "dtype": dtype, "shape": t.dims() })
+    TensorInfo {
+        name: name.to_string(),
+        dtype: dtype.to_string(),
+        shape: t.dims().to_vec(),
+    }
 }
 
 /// `noprop info --list`: every registered variant, one per line (or JSON).
@@ -244,22 +311,25 @@ fn list_variants(json: bool) -> Result<()> {
     Ok(())
 }
 
-fn meta_json(meta: &CheckpointMeta) -> Value {
-    json!({
-        "checkpoint": meta.kind.as_str(),
-        "format_version": crate::checkpoint::FORMAT_VERSION,
-        "variant": meta.variant,
-        "crate_version": meta.crate_version,
-        "epoch": meta.epoch,
-        "step": meta.step,
-        "dataset": meta.dataset,
-        "in_channels": meta.spec.in_channels,
-        "image_size": meta.spec.image_size,
-        "num_classes": meta.spec.num_classes,
-        "normalize_mean": meta.normalize_mean,
-        "normalize_std": meta.normalize_std,
-        "trainer_state": meta.trainer_state_json.as_deref().and_then(|s| serde_json::from_str::<Value>(s).ok()),
-    })
+fn checkpoint_info(meta: &CheckpointMeta) -> CheckpointInfo {
+    CheckpointInfo {
+        checkpoint: meta.kind.as_str().to_string(),
+        format_version: crate::checkpoint::FORMAT_VERSION,
+        variant: meta.variant.clone(),
+        crate_version: meta.crate_version.clone(),
+        epoch: meta.epoch,
+        step: meta.step,
+        dataset: meta.dataset.clone(),
+        in_channels: meta.spec.in_channels,
+        image_size: meta.spec.image_size,
+        num_classes: meta.spec.num_classes,
+        normalize_mean: meta.normalize_mean.clone(),
+        normalize_std: meta.normalize_std.clone(),
+        trainer_state: meta
+            .trainer_state_json
+            .as_deref()
+            .and_then(|s| serde_json::from_str::<Value>(s).ok()),
+    }
 }
 
 fn format_number(x: f64) -> String {

@@ -21,8 +21,9 @@
 //! Modules, one concept each: [`config`] (the run configuration) and
 //! [`overrides`] (`--set key=value`); [`checkpoint`] (the safetensors format,
 //! see `docs/checkpoint-format.md`) written through [`atomic`]; [`metrics`]
-//! (`metrics.jsonl`); [`train`] (the loop) and [`train_command`] (`noprop
-//! train`: run directories, resume); [`eval`], [`predict`], [`info`],
+//! (`metrics.jsonl`); [`summary`] (`summary.json`); [`train`] (the loop)
+//! and [`train_command`] (`noprop train`: run directories, resume);
+//! [`eval`], [`predict`], [`info`],
 //! [`export`] (the other subcommands); [`model`] (building models, fresh or
 //! from a checkpoint); [`device`]; [`progress`] (indicatif bars); [`cli`]
 //! (arguments, logging, dispatch; `main.rs` only calls [`cli::main`]);
@@ -47,6 +48,7 @@ pub mod predict;
 pub mod progress;
 pub mod registry;
 pub mod report;
+pub mod summary;
 pub mod train;
 pub mod train_command;
 

@@ -1,25 +1,30 @@
 //! Peak memory of a training run, as the operating system counts it.
 //!
-//! On the CPU the number is the process's peak resident set size: the
-//! larger of Linux's own high-water mark (`VmHWM` in `/proc/self/status`,
-//! which some kernels lower again when memory is returned) and the largest
-//! `VmRSS` seen by [`PeakSampler`], a thread that reads it every 5 ms during
-//! training. It counts everything the process held in RAM at once: the dataset's tensors, the model's parameters and
-//! optimizer state, the autograd graph and activations of the largest step,
-//! the allocator's caches, and the binary itself. `baseline` (the resident
-//! size once the data and model are loaded, before the first step) is
-//! recorded beside it, so the growth during training, which is what the
-//! variants differ in, can be read off. Elsewhere than Linux the numbers
-//! are absent. (On a GPU the paper's figure is the device memory allocated
-//! by the process; this build does not measure it.)
+//! On the CPU the numbers are resident set sizes (`VmRSS` in Linux's
+//! `/proc/self/status`), sampled every 5 ms by [`PeakSampler`], a thread
+//! that runs during training: the largest sample of each phase is its peak.
+//! (The kernel's own high-water mark, `VmHWM`, cannot be reset between
+//! phases, and some kernels lower it again when memory is returned.) A
+//! resident size counts everything the process holds in RAM: the dataset's
+//! tensors, the model's parameters and optimizer state, the autograd graph
+//! and activations of the step, the allocator's caches (the binary keeps
+//! freed memory for reuse: see `noprop_kernels::tune_cpu_allocator`), and
+//! the binary itself. `baseline` (once the data and model are loaded,
+//! before the first step) is recorded beside the peaks, so the growth during
+//! training, which is what the variants differ in, can be read off. A peak
+//! shorter than the sampling interval can be missed. Elsewhere than Linux
+//! the numbers are absent. (On a GPU the paper's figure is the device
+//! memory the process allocated; this build does not measure it.)
 
 use serde::{Deserialize, Serialize};
 
-/// Memory figures of a run, in bytes.
+/// Memory figures of one epoch, in bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemoryUsage {
-    /// Peak resident set size of the process so far.
-    pub peak_rss_bytes: Option<u64>,
+    /// Peak resident set size during the epoch's training steps.
+    pub train_peak_rss_bytes: Option<u64>,
+    /// Peak resident set size during the evaluation after the epoch.
+    pub eval_peak_rss_bytes: Option<u64>,
     /// Resident set size before the first training step of this process.
     pub baseline_rss_bytes: Option<u64>,
 }
@@ -35,11 +40,6 @@ fn parse_status_field(status: &str, name: &str) -> Option<u64> {
     let rest = line[name.len()..].trim_start_matches(':').trim();
     let kb: u64 = rest.strip_suffix("kB")?.trim().parse().ok()?;
     Some(kb * 1024)
-}
-
-/// The process's peak resident set size (Linux), in bytes.
-pub fn peak_rss_bytes() -> Option<u64> {
-    status_field("VmHWM")
 }
 
 /// The process's current resident set size (Linux), in bytes.
@@ -78,15 +78,13 @@ impl PeakSampler {
         Self { peak, stop, thread }
     }
 
-    /// The peak resident set size so far: the larger of the samples' and
-    /// the kernel's high-water mark.
-    pub fn peak_bytes(&self) -> Option<u64> {
-        let sampled = self.peak.load(std::sync::atomic::Ordering::Relaxed);
-        let sampled = current_rss_bytes().map_or(sampled, |now| sampled.max(now));
-        match (peak_rss_bytes(), sampled) {
-            (None, 0) => None,
-            (hwm, sampled) => Some(hwm.unwrap_or(0).max(sampled)),
-        }
+    /// The peak since the start or the previous call, which starts a new
+    /// phase (its peak starts at the current size).
+    pub fn take_peak(&self) -> Option<u64> {
+        use std::sync::atomic::Ordering;
+        let now = current_rss_bytes()?;
+        let peak = self.peak.swap(now, Ordering::Relaxed).max(now);
+        Some(peak)
     }
 }
 
@@ -113,18 +111,22 @@ mod tests {
     }
 
     #[test]
-    fn the_sampled_peak_covers_what_the_process_held() {
+    fn the_sampled_peak_covers_what_each_phase_held() {
         if !cfg!(target_os = "linux") {
             return;
         }
         let sampler = PeakSampler::start();
-        let before = sampler.peak_bytes().unwrap();
-        // Hold and touch 64 MiB for a while, then free it: the peak keeps it.
+        let before = sampler.take_peak().unwrap();
+        // Hold and touch 64 MiB for a while, then free it: the phase's peak
+        // keeps it; the next phase's does not.
         let block = vec![1u8; 64 << 20];
         assert!(block.iter().step_by(4096).all(|&b| b == 1));
         std::thread::sleep(SAMPLE_INTERVAL * 10);
         drop(block);
-        let after = sampler.peak_bytes().unwrap();
-        assert!(after >= before + (48 << 20), "{before} -> {after}");
+        let held = sampler.take_peak().unwrap();
+        assert!(held >= before + (48 << 20), "{before} -> {held}");
+        std::thread::sleep(SAMPLE_INTERVAL * 4);
+        let after = sampler.take_peak().unwrap();
+        assert!(after < held, "a new phase starts low: {held} -> {after}");
     }
 }

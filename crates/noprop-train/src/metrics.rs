@@ -11,8 +11,9 @@
 //! `test_ensemble_accuracy` beside it), `train_seconds` (the steps only),
 //! `train_accuracy_seconds`, `eval_seconds`, `images_per_second` (training
 //! throughput), `learning_rate` (null if the variant reports none),
-//! `memory` (`peak_rss_bytes` so far and `baseline_rss_bytes` before the
-//! first step of the process: [`crate::memory`]),
+//! `memory` (`train_peak_rss_bytes` during the epoch's steps,
+//! `eval_peak_rss_bytes` during its evaluation, `baseline_rss_bytes` before
+//! the first step of the process: [`crate::memory`]),
 //! `best` (whether this epoch produced `best.safetensors`), `timestamp`
 //! (UTC, RFC 3339).
 
@@ -174,6 +175,27 @@ impl MetricsLog {
             .collect())
     }
 
+    /// Every line, for readers of a finished or running run (`noprop
+    /// compare`): a missing file, or a line that is not an [`EpochMetrics`],
+    /// is an error naming the file, the line and what does not parse. Only a
+    /// last line cut short by a crash (no final newline) is skipped.
+    pub fn read_checked(&self) -> Result<Vec<EpochMetrics>> {
+        let text = fs::read_to_string(&self.path)
+            .with_context(|| format!("cannot read {}", self.path.display()))?;
+        let count = text.lines().count();
+        let mut lines = Vec::with_capacity(count);
+        for (i, line) in text.lines().enumerate() {
+            match serde_json::from_str(line) {
+                Ok(metrics) => lines.push(metrics),
+                Err(_) if i + 1 == count && !text.ends_with('\n') => break,
+                Err(e) => {
+                    anyhow::bail!("{}:{}: not a metrics line: {e}", self.path.display(), i + 1)
+                }
+            }
+        }
+        Ok(lines)
+    }
+
     /// Keeps the lines of epochs `1..=epochs` only (resuming from a
     /// checkpoint of epoch `epochs` drops the lines of epochs it will redo).
     pub fn truncate_to(&self, epochs: usize) -> Result<()> {
@@ -190,31 +212,10 @@ impl MetricsLog {
     }
 }
 
-/// `YYYY-MM-DDTHH:MM:SSZ` for `time` (UTC).
+/// `YYYY-MM-DDTHH:MM:SSZ` for `time` (UTC); a time before 1970 gives
+/// the epoch.
 pub fn utc_timestamp(time: SystemTime) -> String {
-    let secs = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (year, month, day) = civil_from_days(days as i64);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// Gregorian date of a day count since 1970-01-01 (H. Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
+    humantime::format_rfc3339_seconds(time.max(UNIX_EPOCH)).to_string()
 }
 
 #[cfg(test)]
@@ -230,6 +231,10 @@ mod tests {
         assert_eq!(at(0), "1970-01-01T00:00:00Z");
         assert_eq!(at(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(at(1_793_968_496), "2026-11-06T12:34:56Z");
+        assert_eq!(
+            utc_timestamp(UNIX_EPOCH - Duration::from_secs(5)),
+            "1970-01-01T00:00:00Z"
+        );
     }
 
     #[test]
@@ -271,5 +276,36 @@ mod tests {
             vec![1, 2]
         );
         assert_eq!(lines[0].test_accuracy, 0.5);
+        assert_eq!(log.read_checked().unwrap(), lines);
+    }
+
+    #[test]
+    fn checked_reading_names_the_bad_line_and_skips_only_a_cut_last_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = MetricsLog::new(dir.path());
+        let err = format!("{:#}", log.read_checked().unwrap_err());
+        assert!(err.contains("metrics.jsonl"), "{err}");
+        let mut m = EpochMetrics::from_totals(1, 2, &EpochTotals::default());
+        m.test_accuracy = 0.5;
+        log.append(&m).unwrap();
+        let mut text = fs::read_to_string(log.path()).unwrap();
+        text.push_str("{\"epo");
+        fs::write(log.path(), &text).unwrap();
+        assert_eq!(log.read_checked().unwrap(), vec![m.clone()]);
+        // The same line, finished by a newline, is not a crash's leftover.
+        text.push('\n');
+        fs::write(log.path(), &text).unwrap();
+        let err = log.read_checked().unwrap_err().to_string();
+        assert!(err.contains("metrics.jsonl:2"), "{err}");
+        // A line of another shape: serde says which field.
+        let line = serde_json::to_string(&m)
+            .unwrap()
+            .replace("\"step\":2,", "");
+        fs::write(log.path(), line + "\n").unwrap();
+        let err = log.read_checked().unwrap_err().to_string();
+        assert!(
+            err.contains("metrics.jsonl:1") && err.contains("`step`"),
+            "{err}"
+        );
     }
 }

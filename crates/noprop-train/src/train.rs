@@ -239,9 +239,11 @@ impl Trainer<'_> {
                 }
             }
 
+            let train_peak_rss_bytes = memory.take_peak();
             let mut metrics = self.finish_epoch(model, &mut state, &progress)?;
             metrics.memory = crate::memory::MemoryUsage {
-                peak_rss_bytes: memory.peak_bytes(),
+                train_peak_rss_bytes,
+                eval_peak_rss_bytes: memory.take_peak(),
                 baseline_rss_bytes,
             };
             log.append(&metrics)?;

@@ -4,7 +4,8 @@
 //!
 //! A run directory holds `config.toml` (the resolved configuration),
 //! `metrics.jsonl`, `last.safetensors`, `best.safetensors` and, once
-//! training has finished, `summary.json` (the `--json` output).
+//! training has finished, `summary.json` ([`crate::summary::RunSummary`],
+//! the `--json` output).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -15,7 +16,6 @@ use std::time::SystemTime;
 use anyhow::{bail, Context, Result};
 use noprop_core::ModelSpec;
 use noprop_data::Dataset;
-use serde_json::json;
 
 use crate::atomic::write_atomic;
 use crate::checkpoint::Checkpoint;
@@ -25,6 +25,7 @@ use crate::metrics::MetricsLog;
 use crate::model::{build_blank, build_fresh};
 use crate::overrides::Override;
 use crate::registry::{self, Sections};
+use crate::summary::{RunStatus, RunSummary, SUMMARY_FILE};
 use crate::train::{RunData, TrainOutcome, Trainer, BEST_CHECKPOINT, CONFIG_FILE, LAST_CHECKPOINT};
 
 /// Runs `noprop train`.
@@ -321,7 +322,7 @@ fn prepare_run_dir(dir: &Path, force: bool) -> Result<()> {
         LAST_CHECKPOINT,
         BEST_CHECKPOINT,
         "metrics.jsonl",
-        "summary.json",
+        SUMMARY_FILE,
     ];
     let existing: Vec<&str> = run_files
         .iter()
@@ -375,54 +376,61 @@ fn report(
 ) -> Result<ExitCode> {
     let (status, state, last_epoch) = match outcome {
         TrainOutcome::Completed { state, last_epoch } => {
-            ("completed", state, last_epoch.as_deref().cloned())
+            (RunStatus::Completed, state, last_epoch.as_deref().cloned())
         }
-        TrainOutcome::Interrupted { state } => ("interrupted", state, None),
+        TrainOutcome::Interrupted { state } => (RunStatus::Interrupted, state, None),
     };
     let epochs = MetricsLog::new(run_dir).read()?;
     let last = last_epoch.or_else(|| epochs.last().cloned());
-    let train_seconds: f64 = epochs.iter().map(|m| m.train_seconds).sum();
-    // The run's peak over its processes (a resumed run has several).
-    let peak_rss_bytes = epochs.iter().filter_map(|m| m.memory.peak_rss_bytes).max();
-    let summary = json!({
-        "status": status,
-        "run_dir": run_dir.display().to_string(),
-        "variant": config.variant.as_str(),
-        "dataset": config.data.dataset,
-        "epochs": state.epochs_done,
-        "epochs_planned": config.epochs,
-        "step": state.step,
-        "parameters": parameters,
-        "train_seconds": train_seconds,
-        // Peak resident memory of the training process(es) (Linux VmHWM): data,
-        // model, optimizer state, the largest step's activations, the binary.
-        "peak_rss_bytes": peak_rss_bytes,
-        "baseline_rss_bytes": last.as_ref().and_then(|m| m.memory.baseline_rss_bytes),
-        "train_accuracy": last.as_ref().and_then(|m| m.train_accuracy),
-        "test_accuracy": last.as_ref().map(|m| m.test_accuracy),
-        "validation_accuracy": last.as_ref().and_then(|m| m.validation_accuracy),
-        "best": state.best,
-        "last_checkpoint": run_dir.join(LAST_CHECKPOINT).display().to_string(),
-        "best_checkpoint": state.best.as_ref().map(|_| run_dir.join(BEST_CHECKPOINT).display().to_string()),
-    });
-    if status == "completed" {
+    let summary = RunSummary {
+        status,
+        run_dir: run_dir.display().to_string(),
+        variant: config.variant.clone(),
+        dataset: config.data.dataset.clone(),
+        epochs: state.epochs_done,
+        epochs_planned: config.epochs,
+        step: state.step,
+        parameters,
+        train_seconds: epochs.iter().map(|m| m.train_seconds).sum(),
+        // The run's peaks over its processes (a resumed run has several).
+        train_peak_rss_bytes: epochs
+            .iter()
+            .filter_map(|m| m.memory.train_peak_rss_bytes)
+            .max(),
+        eval_peak_rss_bytes: epochs
+            .iter()
+            .filter_map(|m| m.memory.eval_peak_rss_bytes)
+            .max(),
+        baseline_rss_bytes: last.as_ref().and_then(|m| m.memory.baseline_rss_bytes),
+        train_accuracy: last.as_ref().and_then(|m| m.train_accuracy),
+        test_accuracy: last.as_ref().map(|m| m.test_accuracy),
+        validation_accuracy: last.as_ref().and_then(|m| m.validation_accuracy),
+        best: state.best.clone(),
+        last_checkpoint: run_dir.join(LAST_CHECKPOINT).display().to_string(),
+        best_checkpoint: state
+            .best
+            .as_ref()
+            .map(|_| run_dir.join(BEST_CHECKPOINT).display().to_string()),
+    };
+    if status == RunStatus::Completed {
         let text = serde_json::to_string_pretty(&summary)? + "\n";
-        write_atomic(&run_dir.join("summary.json"), text.as_bytes())?;
+        write_atomic(&run_dir.join(SUMMARY_FILE), text.as_bytes())?;
     }
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);
     } else {
         let pct = |x: Option<f64>| x.map_or("-".to_string(), |a| format!("{:.2}%", 100.0 * a));
         println!(
-            "{status}: {} after {} epoch(s), {} steps; test accuracy {}; run directory {}",
+            "{}: {} after {} epoch(s), {} steps; test accuracy {}; run directory {}",
+            status.as_str(),
             registry::label(&config.variant),
             state.epochs_done,
             state.step,
-            pct(last.as_ref().map(|m| m.test_accuracy)),
+            pct(summary.test_accuracy),
             run_dir.display()
         );
     }
-    if status == "interrupted" {
+    if status == RunStatus::Interrupted {
         eprintln!(
             "interrupted: {} holds epoch {} step {}; continue with `noprop train --resume {}`",
             run_dir.join(LAST_CHECKPOINT).display(),

@@ -503,6 +503,81 @@ fn export_info_eval_and_predict_work_on_real_mnist_images() {
     );
 }
 
+/// `noprop compare` reads back what `train`, `eval --json` and `info
+/// --json` write, through their own types, as `cargo xtask train-all`
+/// leaves them in a run directory.
+#[test]
+fn compare_reads_what_train_eval_and_info_write() {
+    use noprop_train::eval::EvalReport;
+    use noprop_train::info::InfoReport;
+    use noprop_train::summary::RunSummary;
+    let reference = reference_run();
+    let dir = scratch("compare").join("fm");
+    std::fs::create_dir_all(&dir).unwrap();
+    for file in ["config.toml", "metrics.jsonl", "summary.json"] {
+        std::fs::copy(reference.join(file), dir.join(file)).unwrap();
+    }
+    let last = reference.join("last.safetensors");
+    let config = dir.join("config.toml");
+    let saved = |args: &[&str], file: &str| -> String {
+        let out = noprop(args);
+        assert_ok(&out);
+        std::fs::write(dir.join(file), &out.stdout).unwrap();
+        text(&out.stdout)
+    };
+    let eval_args = ["eval", "--checkpoint", last.to_str().unwrap()];
+    let eval_text = saved(
+        &[&eval_args[..], &["--test-limit", "100", "--json"]].concat(),
+        "eval.json",
+    );
+    let info_args = ["info", "--checkpoint", last.to_str().unwrap(), "--json"];
+    let info_text = saved(&info_args, "info.json");
+    let initial_args = [
+        "info",
+        "--variant",
+        "fm",
+        "--config",
+        config.to_str().unwrap(),
+        "--json",
+    ];
+    saved(&initial_args, "info-initial.json");
+    let eval: EvalReport = serde_json::from_str(&eval_text).unwrap();
+    let info: InfoReport = serde_json::from_str(&info_text).unwrap();
+    let summary: RunSummary =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+
+    let out_dir = scratch("compare").join("report");
+    let out = noprop(&[
+        "compare",
+        "--runs",
+        dir.to_str().unwrap(),
+        "--out",
+        out_dir.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_ok(&out);
+    let report = json_stdout(&out);
+    let row = &report["runs"][0];
+    assert_eq!(row["variant"], "fm");
+    assert_eq!(row["test_accuracy_source"], "eval.json");
+    assert_eq!(row["test_accuracy"], eval.accuracy);
+    assert_eq!(row["inference_ms_per_image"], eval.ms_per_image);
+    assert_eq!(row["parameters"], summary.parameters);
+    assert_eq!(summary.parameters, info.parameters.total);
+    assert_eq!(
+        row["train_peak_rss_bytes"],
+        serde_json::json!(summary.train_peak_rss_bytes)
+    );
+    assert_eq!(row["epochs"], 2);
+    assert_eq!(row["status"], "completed");
+    assert_eq!(report["epochs"][0]["epochs"].as_array().unwrap().len(), 2);
+    let md = std::fs::read_to_string(out_dir.join("report.md")).unwrap();
+    assert!(
+        md.contains(&format!("| NoProp-FM | {:.2}% |", 100.0 * eval.accuracy)),
+        "{md}"
+    );
+}
+
 #[test]
 fn info_describes_fresh_models_with_their_schedules() {
     let out = noprop(&[

@@ -15,11 +15,9 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use super::process::{self, cargo_program, niced, which};
-use super::{
-    compute_cap, in_workspace, nvcc_threads, prepend_path, validate_compute_cap, workspace_root,
-    Toolkit,
-};
+use super::{compute_cap, nvcc_threads, prepend_path, validate_compute_cap, Toolkit};
+use crate::process::{self, cargo_program, niced, which};
+use crate::{in_workspace, workspace_root};
 
 /// The profile of the CI build: compiled and linked like `dev`, but without
 /// optimisation or debug info for anyone (the manifest's dev profile

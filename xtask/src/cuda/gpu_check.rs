@@ -17,10 +17,9 @@ use anyhow::{bail, Context, Result};
 use serde_json::json;
 
 use super::check::needed_libraries;
-use super::process::{self, cargo_program, niced, which};
-use super::{
-    compute_cap, in_workspace, nvcc_threads, validate_compute_cap, workspace_root, Toolkit,
-};
+use super::{compute_cap, nvcc_threads, validate_compute_cap, Toolkit};
+use crate::process::{self, cargo_program, niced, which};
+use crate::{in_workspace, workspace_root};
 
 /// What the bundle may weigh: copies to a GPU machine are often capped (64 MiB).
 pub const MAX_BUNDLE_BYTES: u64 = 60 << 20;
@@ -80,12 +79,8 @@ pub fn run(args: &GpuCheckArgs) -> Result<()> {
     let bundled = bundle(&built, &out, &toolkit, &cap)?;
 
     let script = workspace_root().join("scripts/cuda/gpu-check.sh");
-    let gpu_here = which("nvidia-smi").is_some_and(|smi| {
-        Command::new(smi)
-            .arg("-L")
-            .output()
-            .is_ok_and(|o| o.status.success())
-    });
+    let gpu_here =
+        which("nvidia-smi").is_some_and(|smi| process::output(Command::new(smi).arg("-L")).is_ok());
     let mut check = Command::new("bash");
     check.current_dir(workspace_root()).arg(&script);
     if gpu_here {
@@ -182,27 +177,22 @@ fn bundle(binary: &Path, out: &Path, toolkit: &Toolkit, cap: &str) -> Result<u64
 
 /// `xz -6` of `input` into `output`, with python3's lzma where xz is missing.
 fn xz_compress(input: &Path, output: &Path) -> Result<()> {
-    let partial = output.with_extension("xz.partial");
-    if let Some(xz) = which("xz") {
-        let file = std::fs::File::create(&partial)?;
-        let status = Command::new(xz)
-            .args(["-6", "-T0", "-c"])
-            .arg(input)
-            .stdout(file)
-            .status()
-            .context("could not start xz")?;
-        if !status.success() {
-            bail!("xz failed on {} ({status})", input.display());
+    let mut compress = match which("xz") {
+        Some(xz) => {
+            let mut xz = Command::new(xz);
+            xz.args(["-6", "-T0", "-c"]).arg(input);
+            xz
         }
-    } else {
-        let python =
-            which("python3").context("neither xz nor python3 found to compress the binary")?;
-        process::output(
-            Command::new(python)
-                .args(["-c", "import lzma, shutil, sys\nwith open(sys.argv[1], 'rb') as src, lzma.open(sys.argv[2], 'wb', preset=6) as dst: shutil.copyfileobj(src, dst)"])
-                .arg(input)
-                .arg(&partial),
-        )?;
-    }
-    std::fs::rename(&partial, output).with_context(|| format!("writing {}", output.display()))
+        None => {
+            let python =
+                which("python3").context("neither xz nor python3 found to compress the binary")?;
+            let mut python = Command::new(python);
+            python
+                .args(["-c", "import lzma, shutil, sys\nwith open(sys.argv[1], 'rb') as src, lzma.open(sys.stdout.buffer, 'wb', preset=6) as dst: shutil.copyfileobj(src, dst)"])
+                .arg(input);
+            python
+        }
+    };
+    process::run_to_file(&mut compress, output)
+        .with_context(|| format!("compressing {}", input.display()))
 }

@@ -23,10 +23,9 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-use super::process::{self, which};
-use super::{
-    in_workspace, nvcc_threads, validate_compute_cap, workspace_root, Toolkit, ToolkitSource,
-};
+use super::{nvcc_threads, validate_compute_cap, Toolkit, ToolkitSource};
+use crate::process::{self, which};
+use crate::{in_workspace, workspace_root};
 
 /// The CUDA 13.0 component wheels that build and link candle 0.11.1
 /// (nvcc + cicc + crt headers + runtime + cccl, and the libraries cudarc

@@ -1,15 +1,18 @@
 //! `report.md`: the human-readable comparison.
 //!
 //! Sections: header (date, command, setup), summary table (one row per run:
-//! test and train accuracy, training time, inference time, parameters,
-//! accuracy per million parameters, best epoch), notes on where numbers came
-//! from, the per-epoch table, and the plots.
+//! the final model's test accuracy (several inference runs: mean ± sd of
+//! the single runs, and their ensemble in a column of its own), train
+//! accuracy, training time, inference time, peak memory, parameters,
+//! accuracy per million parameters, epochs, and, when a run has a
+//! validation split, its best validation epoch), notes on where numbers
+//! came from, the per-epoch table, and the plots.
 
 use std::fmt::Write;
 
-use super::epoch::EpochMetrics;
-use super::summary::RunSummary;
+use super::row::{RunRow, TestSource};
 use super::CompareReport;
+use crate::metrics::EpochMetrics;
 
 /// Renders the whole report.
 pub fn render(report: &CompareReport) -> String {
@@ -37,129 +40,269 @@ pub fn render(report: &CompareReport) -> String {
     md
 }
 
-/// The summary table alone (also printed by `noprop compare`).
-pub fn summary_table(runs: &[RunSummary]) -> String {
-    let mut md = String::from(
-        "| variant | test accuracy | train accuracy | training time | inference (ms/image) | parameters | test acc. % per M params | epochs | best test (epoch) |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
-    );
-    for s in runs {
-        let best = match (s.best_test_accuracy, s.best_epoch) {
-            (Some(a), Some(e)) => format!("{} ({e})", pct(Some(a))),
-            _ => "n/a".to_owned(),
-        };
-        let _ = writeln!(
-            md,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            s.label,
-            pct(s.test_accuracy),
-            pct(s.train_accuracy),
-            duration(s.train_seconds),
-            s.inference_ms_per_image
-                .map_or("n/a".to_owned(), |ms| format!("{ms:.3}")),
-            s.parameters.map_or("n/a".to_owned(), thousands),
-            s.accuracy_per_million_params
-                .map_or("n/a".to_owned(), |x| format!("{x:.1}")),
-            s.epochs,
-            best,
-        );
+/// One column of a table: header, alignment row cell, and its cells.
+struct Column<'a, T> {
+    header: &'static str,
+    align: &'static str,
+    cell: Box<dyn Fn(&T) -> String + 'a>,
+}
+
+fn column<'a, T>(
+    header: &'static str,
+    align: &'static str,
+    cell: impl Fn(&T) -> String + 'a,
+) -> Column<'a, T> {
+    Column {
+        header,
+        align,
+        cell: Box::new(cell),
+    }
+}
+
+fn table<T>(columns: &[Column<'_, T>], rows: impl IntoIterator<Item = T>) -> String {
+    let line = |cells: Vec<String>| format!("| {} |\n", cells.join(" | "));
+    let mut md = line(columns.iter().map(|c| c.header.to_owned()).collect());
+    md.push_str(&format!(
+        "|{}|\n",
+        columns
+            .iter()
+            .map(|c| c.align)
+            .collect::<Vec<_>>()
+            .join("|")
+    ));
+    for row in rows {
+        md.push_str(&line(columns.iter().map(|c| (c.cell)(&row)).collect()));
     }
     md
 }
 
-fn setup_lines(runs: &[RunSummary]) -> String {
+/// Whether any run evaluated several stochastic inference runs.
+fn several_runs(rows: &[RunRow]) -> bool {
+    rows.iter().any(|r| r.inference_runs > 1)
+}
+
+/// Whether any run has a validation split (and so a best validation epoch).
+fn has_validation(rows: &[RunRow]) -> bool {
+    rows.iter().any(|r| r.best_validation_accuracy.is_some())
+}
+
+/// The summary table alone (also printed by `noprop compare`).
+pub fn summary_table(rows: &[RunRow]) -> String {
+    let several = several_runs(rows);
+    let mut columns: Vec<Column<'_, &RunRow>> =
+        vec![column("variant", "---", |r: &&RunRow| r.label.clone())];
+    if several {
+        columns.push(column(
+            "test accuracy (single runs: mean ± sd)",
+            "---:",
+            |r: &&RunRow| match (r.test_accuracy, r.test_accuracy_std) {
+                (Some(a), Some(sd)) => {
+                    format!(
+                        "{} ± {:.2} ({} runs)",
+                        pct(Some(a)),
+                        100.0 * sd,
+                        r.inference_runs
+                    )
+                }
+                (a, _) => pct(a),
+            },
+        ));
+        columns.push(column(
+            "test accuracy (ensemble of the runs)",
+            "---:",
+            |r: &&RunRow| pct(r.ensemble_accuracy),
+        ));
+    } else {
+        columns.push(column("test accuracy", "---:", |r: &&RunRow| {
+            pct(r.test_accuracy)
+        }));
+    }
+    columns.extend([
+        column(
+            "train accuracy",
+            "---:",
+            |r: &&RunRow| pct(r.train_accuracy),
+        ),
+        column("training time", "---:", |r: &&RunRow| {
+            duration(r.train_seconds)
+        }),
+        column("inference (ms/image)", "---:", |r: &&RunRow| {
+            r.inference_ms_per_image
+                .map_or("n/a".to_owned(), |ms| format!("{ms:.3}"))
+        }),
+        column("peak memory, training (MiB)", "---:", |r: &&RunRow| {
+            r.train_peak_rss_mib
+                .map_or("n/a".to_owned(), |m| thousands(m.round() as u64))
+        }),
+        column("parameters", "---:", |r: &&RunRow| {
+            r.parameters.map_or("n/a".to_owned(), thousands)
+        }),
+        column("test acc. % per M params", "---:", |r: &&RunRow| {
+            r.accuracy_per_million_params
+                .map_or("n/a".to_owned(), |x| format!("{x:.1}"))
+        }),
+        column("epochs", "---:", |r: &&RunRow| {
+            match r.epochs == r.epochs_planned {
+                true => r.epochs.to_string(),
+                false => format!("{} of {}", r.epochs, r.epochs_planned),
+            }
+        }),
+    ]);
+    if has_validation(rows) {
+        columns.push(column(
+            "best validation (epoch)",
+            "---:",
+            |r: &&RunRow| match (r.best_validation_accuracy, r.best_validation_epoch) {
+                (Some(a), Some(e)) => format!("{} ({e})", pct(Some(a))),
+                _ => "n/a".to_owned(),
+            },
+        ));
+    }
+    table(&columns, rows)
+}
+
+fn setup_lines(rows: &[RunRow]) -> String {
     let mut md = String::from("Setup:\n\n");
-    for s in runs {
-        let mut parts = Vec::new();
-        if let Some(d) = &s.dataset {
-            parts.push(format!("dataset {d}"));
-        }
-        parts.push(match s.train_images {
-            Some(n) => format!("{} training images", thousands(n)),
+    for r in rows {
+        let mut parts = vec![format!("dataset {}", r.dataset)];
+        parts.push(match r.train_images {
+            Some(n) => format!("{} training images", thousands(n as u64)),
             None => "full training set".to_owned(),
         });
-        parts.push(match s.test_images {
-            Some(n) => format!("{} test images", thousands(n)),
+        if r.validation_images > 0 {
+            parts.push(format!(
+                "{} of them held out for validation",
+                thousands(r.validation_images as u64)
+            ));
+        }
+        parts.push(match r.test_images {
+            Some(n) => format!("{} test images", thousands(n as u64)),
             None => "full test set".to_owned(),
         });
         parts.push(format!(
             "{} epoch{}",
-            s.epochs,
-            if s.epochs == 1 { "" } else { "s" }
+            r.epochs,
+            if r.epochs == 1 { "" } else { "s" }
         ));
-        if let Some(b) = s.batch_size {
-            parts.push(format!("batch {b}"));
-        }
-        if let Some(e) = &s.embedding {
+        parts.push(format!("batch {}", r.batch_size));
+        if let Some(e) = &r.embedding {
             parts.push(format!("{e} embedding"));
         }
-        if let Some(seed) = s.seed {
-            parts.push(format!("seed {seed}"));
-        }
-        let _ = writeln!(md, "- {} (`{}`): {}", s.label, s.name, parts.join(", "));
+        parts.push(format!("seed {}", r.seed));
+        parts.push(match r.status {
+            Some(status) => status.as_str().to_owned(),
+            None => "not finished (no summary.json)".to_owned(),
+        });
+        let _ = writeln!(md, "- {} (`{}`): {}", r.label, r.name, parts.join(", "));
     }
     md
 }
 
-fn summary_notes(runs: &[RunSummary]) -> String {
+fn summary_notes(rows: &[RunRow]) -> String {
     let mut md = String::from(
-        "Training time is the sum of the epochs' training seconds (evaluation excluded). \
+        "Test accuracy is the final model's (`last.safetensors`). \
+         Training time is the sum of the epochs' training seconds (evaluation excluded). \
          Train accuracy is the running accuracy over the last epoch's batches. \
-         Accuracy per million parameters is test accuracy (%) divided by parameters / 10^6.\n\n",
+         Inference time is `noprop eval`'s wall-clock time per test image, all runs included. \
+         Peak memory is the training process's peak resident memory (RSS, in MiB of 2^20 bytes) \
+         during the training steps, sampled (Linux VmRSS every 5 ms): data, model, optimizer \
+         state, activations, allocator caches and the binary; the evaluations' own peak is in \
+         report.json. \
+         Accuracy per million parameters is test accuracy (%) divided by parameters / 10^6.\n",
     );
-    for s in runs {
-        let source = match s.test_accuracy_source.as_str() {
-            "eval.json" => "full evaluation of the final checkpoint (`noprop eval`)",
-            "summary.json" => "the trainer's summary",
-            _ => "the last epoch's evaluation",
+    if several_runs(rows) {
+        md.push_str(
+            "\nWith several stochastic inference runs, the test accuracy is the mean ± standard \
+             deviation (percentage points) of the single runs' accuracies (the paper's protocol); \
+             the ensemble scores the runs' averaged probabilities once.\n",
+        );
+    }
+    if has_validation(rows) {
+        md.push_str(
+            "\nBest validation (epoch): the highest validation accuracy and its epoch \
+             (the epoch `best.safetensors` holds); no epoch is chosen on the test set.\n",
+        );
+    }
+    md.push('\n');
+    for r in rows {
+        let source = match (r.test_accuracy_source, &r.eval_settings) {
+            (TestSource::Eval, Some(settings)) => format!(
+                "`noprop eval` of `last.safetensors` ({})",
+                settings.describe()
+            ),
+            (TestSource::Eval, None) => "`noprop eval` of `last.safetensors`".to_owned(),
+            (TestSource::LastEpoch, _) => {
+                "the trainer's evaluation after the last epoch (no eval.json)".to_owned()
+            }
         };
-        let settings = s
-            .eval_settings
-            .as_ref()
-            .map_or(String::new(), |e| format!(" ({e})"));
-        let _ = writeln!(md, "- {}: test accuracy from {source}{settings}.", s.label);
+        let _ = writeln!(md, "- {}: test accuracy from {source}.", r.label);
     }
     md
 }
 
 fn epoch_table(report: &CompareReport) -> String {
-    let mut md = String::from(
-        "| variant | epoch | step | train loss | loss terms | train acc. | test acc. | train s | eval s | lr |\n\
-         |---|---:|---:|---:|---|---:|---:|---:|---:|---:|\n",
-    );
-    for run in &report.epochs {
-        for e in &run.epochs {
-            md.push_str(&epoch_row(&run.label, e));
-        }
-    }
-    md
-}
-
-fn epoch_row(label: &str, e: &EpochMetrics) -> String {
-    let terms = e
-        .loss_terms
+    let with_validation = report
+        .epochs
         .iter()
-        .map(|(name, v)| format!("{name} {}", sig(*v)))
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!(
-        "| {label} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
-        e.epoch,
-        e.step.map_or("n/a".to_owned(), |s| s.to_string()),
-        e.train_loss.map_or("n/a".to_owned(), sig),
-        if terms.is_empty() {
-            "n/a".to_owned()
-        } else {
-            terms
-        },
-        pct(e.train_accuracy),
-        pct(e.test_accuracy),
-        e.train_seconds
-            .map_or("n/a".to_owned(), |s| format!("{s:.1}")),
-        e.eval_seconds
-            .map_or("n/a".to_owned(), |s| format!("{s:.1}")),
-        e.lr.map_or("n/a".to_owned(), |lr| format!("{lr:.2e}")),
-    )
+        .flat_map(|run| &run.epochs)
+        .any(|e| e.validation_accuracy.is_some());
+    let mut columns: Vec<Column<'_, (&str, &EpochMetrics)>> = vec![
+        column("variant", "---", |(label, _): &(&str, &EpochMetrics)| {
+            (*label).to_owned()
+        }),
+        column("epoch", "---:", |(_, e): &(&str, &EpochMetrics)| {
+            e.epoch.to_string()
+        }),
+        column("step", "---:", |(_, e): &(&str, &EpochMetrics)| {
+            e.step.to_string()
+        }),
+        column("train loss", "---:", |(_, e): &(&str, &EpochMetrics)| {
+            sig(e.train_loss)
+        }),
+        column("loss terms", "---", |(_, e): &(&str, &EpochMetrics)| {
+            let terms = e
+                .train_terms
+                .iter()
+                .map(|(name, v)| format!("{name} {}", sig(*v)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            if terms.is_empty() {
+                "n/a".to_owned()
+            } else {
+                terms
+            }
+        }),
+        column("train acc.", "---:", |(_, e): &(&str, &EpochMetrics)| {
+            pct(e.train_accuracy)
+        }),
+    ];
+    if with_validation {
+        columns.push(column(
+            "validation acc.",
+            "---:",
+            |(_, e): &(&str, &EpochMetrics)| pct(e.validation_accuracy),
+        ));
+    }
+    columns.extend([
+        column("test acc.", "---:", |(_, e): &(&str, &EpochMetrics)| {
+            pct(Some(e.test_accuracy))
+        }),
+        column("train s", "---:", |(_, e): &(&str, &EpochMetrics)| {
+            format!("{:.1}", e.train_seconds)
+        }),
+        column("eval s", "---:", |(_, e): &(&str, &EpochMetrics)| {
+            format!("{:.1}", e.eval_seconds)
+        }),
+        column("lr", "---:", |(_, e): &(&str, &EpochMetrics)| {
+            e.learning_rate
+                .map_or("n/a".to_owned(), |lr| format!("{lr:.2e}"))
+        }),
+    ]);
+    let rows = report
+        .epochs
+        .iter()
+        .flat_map(|run| run.epochs.iter().map(|e| (run.label.as_str(), e)));
+    table(&columns, rows)
 }
 
 /// A fraction as a percentage with two decimals.

@@ -1,12 +1,17 @@
 //! `noprop compare`: a side-by-side report of several training runs.
 //!
-//! Reads run directories written by `noprop train` (see [`run`] for the files
-//! used) and writes into `--out`:
+//! Reads run directories through the types that wrote them (see [`run`]:
+//! [`crate::config::RunConfig`], [`crate::metrics::EpochMetrics`],
+//! [`crate::summary::RunSummary`], [`crate::eval::EvalReport`],
+//! [`crate::info::InfoReport`]) and writes into `--out`:
 //!
-//! - `report.md`: setup, a summary table (variant, test accuracy, train
-//!   accuracy, training time, inference time in ms per image, parameter
-//!   count, test accuracy (%) per million parameters, best epoch), notes on
-//!   where each number came from, the per-epoch table and the plots;
+//! - `report.md`: setup, a summary table (variant, the final model's test
+//!   accuracy, with several inference runs the mean ± sd of the single runs
+//!   and their ensemble apart, train accuracy, training time, inference time
+//!   in ms per image, peak memory, parameter count, test accuracy (%) per
+//!   million parameters, epochs, and with a validation split the best
+//!   validation epoch), notes on where each number came from, the per-epoch
+//!   table and the plots;
 //! - `report.json`: the same numbers for scripts ([`CompareReport`]);
 //! - PNG figures (see [`plots`]): learning curves, final accuracy, training
 //!   and inference time, model size, accuracy per parameter, accuracy
@@ -17,23 +22,21 @@
 //! Accuracies are fractions in [0, 1] in `report.json` and percentages in
 //! `report.md` and the plots.
 
-mod epoch;
-mod fields;
 mod markdown;
 mod plots;
+mod row;
 mod run;
 mod schedule;
-mod summary;
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
-pub use self::epoch::EpochMetrics;
+pub use self::row::{RunRow, TestSource};
 pub use self::run::RunData;
 pub use self::schedule::ScheduleCurve;
-pub use self::summary::RunSummary;
+use crate::metrics::EpochMetrics;
 
 /// Arguments of `noprop compare`.
 #[derive(Debug, Clone, clap::Args)]
@@ -52,7 +55,8 @@ pub struct CompareArgs {
     pub note: Option<String>,
 }
 
-/// The per-epoch metrics of one run, for `report.json`.
+/// The per-epoch metrics of one run, for `report.json`: the lines of its
+/// `metrics.jsonl`.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunEpochs {
     pub name: String,
@@ -68,8 +72,8 @@ pub struct CompareReport {
     pub generated_utc: String,
     /// The command that produced the runs (`--note`).
     pub note: Option<String>,
-    /// One summary per run, in `--runs` order.
-    pub runs: Vec<RunSummary>,
+    /// One summary table row per run, in `--runs` order.
+    pub runs: Vec<RunRow>,
     /// Per-epoch metrics per run.
     pub epochs: Vec<RunEpochs>,
     /// Noise schedules found in the runs' `info.json`.
@@ -81,14 +85,14 @@ pub struct CompareReport {
 impl CompareReport {
     /// Builds the report's numbers from loaded runs (no files written).
     pub fn from_runs(runs: &[RunData], note: Option<String>) -> Self {
-        let summaries: Vec<RunSummary> = runs.iter().map(RunSummary::from_run).collect();
+        let rows: Vec<RunRow> = runs.iter().map(RunRow::from_run).collect();
         let epochs = runs
             .iter()
-            .zip(&summaries)
-            .map(|(run, s)| RunEpochs {
+            .zip(&rows)
+            .map(|(run, row)| RunEpochs {
                 name: run.name.clone(),
-                variant: run.variant.clone(),
-                label: s.label.clone(),
+                variant: row.variant.clone(),
+                label: row.label.clone(),
                 epochs: run.epochs.clone(),
             })
             .collect();
@@ -98,11 +102,11 @@ impl CompareReport {
                 let initial = run
                     .initial_info
                     .as_ref()
-                    .and_then(|info| schedule::from_info(info, &run.variant, true));
+                    .and_then(|info| schedule::from_info(info, true));
                 let trained = run
                     .info
                     .as_ref()
-                    .and_then(|info| schedule::from_info(info, &run.variant, false));
+                    .and_then(|info| schedule::from_info(info, false));
                 // A fixed schedule is the same before and after training:
                 // drawn once.
                 let initial = initial.filter(|i| {
@@ -116,7 +120,7 @@ impl CompareReport {
         Self {
             generated_utc: utc_now(),
             note,
-            runs: summaries,
+            runs: rows,
             epochs,
             schedules,
             plots: Vec::new(),
@@ -177,27 +181,14 @@ fn utc_now() -> String {
     format_utc(secs)
 }
 
-/// Formats seconds since 1970-01-01 UTC, using the proleptic Gregorian
-/// calendar (days-to-civil conversion of H. Hinnant's date algorithms).
+/// Formats seconds since 1970-01-01 UTC as "YYYY-MM-DD HH:MM:SS".
 fn format_utc(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+    humantime::format_rfc3339_seconds(time)
+        .to_string()
+        .trim_end_matches('Z')
+        .replacen('T', " ", 1)
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -1,6 +1,6 @@
-//! Noise schedules for the schedule plot, read from `noprop info --json`:
-//! its `schedule` is the variant's [`ScheduleTable`] as the trainer wrote
-//! it (null for a variant without a schedule).
+//! Noise schedules for the schedule plot, from the saved output of `noprop
+//! info --json` ([`InfoReport`]): its `schedule` is the variant's
+//! [`noprop_core::ScheduleTable`] (None for a variant without a schedule).
 //!
 //! A schedule is alpha_bar(t) and SNR(t) = alpha_bar / (1 - alpha_bar) on a
 //! grid of t. In the NoProp convention t runs from noise (t = 0, alpha_bar
@@ -8,10 +8,9 @@
 //! increase with t. A discrete schedule (t = 0..T, integer steps) is drawn
 //! against t / T so it shares the [0, 1] axis with a continuous one.
 
-use noprop_core::ScheduleTable;
 use serde::Serialize;
-use serde_json::Value;
 
+use crate::info::InfoReport;
 use crate::registry;
 
 /// One schedule curve.
@@ -32,11 +31,13 @@ pub struct ScheduleCurve {
     pub initial: bool,
 }
 
-/// Reads the schedule of one info JSON, if it has one. `initial`: the info
-/// describes the untrained model (its label says so). Undefined values
-/// (null) of SNR are derived from alpha_bar.
-pub fn from_info(info: &Value, variant: &str, initial: bool) -> Option<ScheduleCurve> {
-    let table: ScheduleTable = serde_json::from_value(info.get("schedule")?.clone()).ok()?;
+/// The schedule curve of a model, if it has a schedule with `t` and
+/// `alpha_bar` columns and at least two points. `initial`: the model is the
+/// untrained one (its label says so). Undefined values (None) of SNR are
+/// derived from alpha_bar.
+pub fn from_info(info: &InfoReport, initial: bool) -> Option<ScheduleCurve> {
+    let table = info.schedule.as_ref()?;
+    let variant = info.variant.as_str();
     let t: Vec<f64> = table.column("t")?.into_iter().collect::<Option<_>>()?;
     let alpha_bar: Vec<f64> = table
         .column("alpha_bar")?
@@ -88,20 +89,22 @@ pub fn snr_of(alpha_bar: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::report::tests::info_report;
+    use noprop_core::ScheduleTable;
 
-    fn info(columns: &[&str], rows: &[&[Option<f64>]]) -> Value {
+    fn info(variant: &str, columns: &[&str], rows: &[&[Option<f64>]]) -> InfoReport {
         let table = ScheduleTable {
             label: "a schedule".into(),
             columns: columns.iter().map(|c| c.to_string()).collect(),
             rows: rows.iter().map(|r| r.to_vec()).collect(),
         };
-        json!({ "schedule": table })
+        info_report(variant, 1000, Some(table))
     }
 
     #[test]
     fn a_discrete_schedule_is_scaled_by_t_max() {
         let info = info(
+            "dt",
             &["t", "alpha_bar", "snr"],
             &[
                 &[Some(0.0), Some(0.2), Some(0.25)],
@@ -109,44 +112,48 @@ mod tests {
                 &[Some(2.0), Some(0.8), None],
             ],
         );
-        let c = from_info(&info, "some-variant", false).unwrap();
+        let c = from_info(&info, false).unwrap();
         assert!(c.discrete);
         assert_eq!(c.t, vec![0.0, 0.5, 1.0]);
         assert_eq!(c.alpha_bar, vec![0.2, 0.5, 0.8]);
         // The missing SNR is derived: 0.8 / 0.2 = 4.
         assert!((c.snr[2] - 4.0).abs() < 1e-12);
-        assert_eq!(c.label, "some-variant (T=2)");
+        assert_eq!(
+            (c.label.as_str(), c.variant.as_str()),
+            ("NoProp-DT (T=2)", "dt")
+        );
     }
 
     #[test]
     fn a_continuous_schedule_without_snr_derives_it() {
         // SNR = ab / (1 - ab): 0.5 -> 1, 0.75 -> 3.
         let info = info(
+            "ct",
             &["t", "gamma", "alpha_bar"],
             &[
                 &[Some(0.0), Some(0.0), Some(0.5)],
                 &[Some(1.0), Some(-1.1), Some(0.75)],
             ],
         );
-        let c = from_info(&info, "v", false).unwrap();
+        let c = from_info(&info, false).unwrap();
         assert!(!c.discrete);
         assert_eq!(c.t, vec![0.0, 1.0]);
         assert_eq!(c.snr, vec![1.0, 3.0]);
-        let c = from_info(&info, "v", true).unwrap();
+        let c = from_info(&info, true).unwrap();
         assert!(c.initial);
-        assert_eq!(c.label, "v initial");
+        assert_eq!(c.label, "NoProp-CT initial");
     }
 
     #[test]
-    fn no_or_malformed_table_gives_none() {
-        assert!(from_info(&json!({"schedule": null}), "v", false).is_none());
-        assert!(from_info(&json!({}), "v", false).is_none());
+    fn no_or_unusable_table_gives_none() {
+        assert!(from_info(&info_report("fm", 1000, None), false).is_none());
         let no_alpha_bar = info(
+            "ct",
             &["t", "snr"],
             &[&[Some(0.0), Some(1.0)], &[Some(1.0), Some(2.0)]],
         );
-        assert!(from_info(&no_alpha_bar, "v", false).is_none());
-        let one_point = info(&["t", "alpha_bar"], &[&[Some(0.0), Some(0.5)]]);
-        assert!(from_info(&one_point, "v", false).is_none());
+        assert!(from_info(&no_alpha_bar, false).is_none());
+        let one_point = info("ct", &["t", "alpha_bar"], &[&[Some(0.0), Some(0.5)]]);
+        assert!(from_info(&one_point, false).is_none());
     }
 }

@@ -1,4 +1,6 @@
-//! End-to-end tests of the report on synthetic run directories.
+//! End-to-end tests of the report on synthetic run directories, written
+//! with the trainer's own types (and the helpers the other report tests
+//! use to make them).
 
 use std::path::Path;
 
@@ -6,42 +8,182 @@ use clap::Parser;
 use serde_json::{json, Value};
 
 use super::*;
+use crate::config::RunConfig;
+use crate::eval::{EvalReport, UsedSettings};
+use crate::info::{InfoReport, ParameterCounts};
+use crate::memory::MemoryUsage;
+use crate::metrics::{EpochTotals, MetricsLog};
+use crate::overrides::Override;
+use crate::registry::Sections;
 use crate::report::plots::style::variant_color;
+use crate::summary::{RunStatus, RunSummary, SUMMARY_FILE};
+use crate::train::{CONFIG_FILE, LAST_CHECKPOINT};
+use noprop_core::ScheduleTable;
 
-/// Writes a run directory like `noprop train` + xtask would.
-fn write_run(root: &Path, variant: &str, accs: &[f64], info: Option<Value>) -> PathBuf {
-    let dir = root.join(variant);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("config.toml"),
-        format!(
-            "variant = \"{variant}\"\nseed = 0\nepochs = {}\nbatch_size = 128\n\n[data]\ndataset = \"mnist\"\ntrain_limit = 6000\n\n[{variant}]\nembedding = \"one-hot\"\n",
-            accs.len()
-        ),
+const MIB: u64 = 1 << 20;
+
+/// The resolved configuration of `variant` with every default.
+pub(crate) fn run_config(variant: &str) -> RunConfig {
+    RunConfig::load(
+        None,
+        &[Override::flag("--variant", &["variant"], variant)],
+        &Sections,
     )
-    .unwrap();
-    let lines: String = accs
+    .unwrap()
+}
+
+/// Writes `config.toml` as `noprop train` does.
+pub(crate) fn write_config(dir: &Path, config: &RunConfig) {
+    std::fs::write(dir.join(CONFIG_FILE), config.to_toml().unwrap()).unwrap();
+}
+
+/// Epoch `n`'s metrics line with test accuracy `acc`: train accuracy
+/// `acc - 0.02`, 100 s of training, 5 s of evaluation, loss 2 / n, peak
+/// memory (300 + 10 (n - 1)) MiB in training and 400 MiB in evaluation.
+pub(crate) fn epoch_line(n: usize, acc: f64) -> EpochMetrics {
+    let mut e = EpochMetrics::from_totals(n, 47 * n as u64, &EpochTotals::default());
+    e.train_loss = 2.0 / n as f64;
+    e.train_terms = [("ce", 0.5), ("denoise", 1.5)]
+        .into_iter()
+        .map(|(name, v)| (name.to_owned(), v / n as f64))
+        .collect();
+    e.train_accuracy = Some(acc - 0.02);
+    e.test_accuracy = acc;
+    e.train_seconds = 100.0;
+    e.eval_seconds = 5.0;
+    e.learning_rate = Some(1e-3);
+    e.memory = MemoryUsage {
+        train_peak_rss_bytes: Some((300 + 10 * (n as u64 - 1)) * MIB),
+        eval_peak_rss_bytes: Some(400 * MIB),
+        baseline_rss_bytes: Some(200 * MIB),
+    };
+    e
+}
+
+/// Appends one line per accuracy to `metrics.jsonl`, as the trainer does.
+pub(crate) fn write_metrics(dir: &Path, accs: &[f64]) -> Vec<EpochMetrics> {
+    let log = MetricsLog::new(dir);
+    let lines: Vec<EpochMetrics> = accs
         .iter()
         .enumerate()
-        .map(|(i, acc)| {
-            json!({"epoch": i + 1, "step": 47 * (i + 1), "train_loss": 2.0 / (i + 1) as f64,
-                "loss_terms": {"ce": 0.5 / (i + 1) as f64, "denoise": 1.5 / (i + 1) as f64},
-                "train_accuracy": acc - 0.02, "test_accuracy": acc,
-                "epoch_seconds": 100.0, "eval_seconds": 5.0, "lr": 1e-3})
-            .to_string()
-                + "\n"
-        })
+        .map(|(i, &acc)| epoch_line(i + 1, acc))
         .collect();
-    std::fs::write(dir.join("metrics.jsonl"), lines).unwrap();
-    if let Some(info) = info {
-        std::fs::write(dir.join("info.json"), info.to_string()).unwrap();
+    for line in &lines {
+        log.append(line).unwrap();
     }
+    lines
+}
+
+/// `noprop eval --json` of `dir/last.safetensors`: accuracy `acc`, and
+/// with `runs` (several) those runs' accuracies, their sd and as ensemble
+/// the best of them; 10,000 images in 25 s (2.5 ms per image).
+pub(crate) fn eval_report(dir: &Path, variant: &str, acc: f64, runs: &[f64]) -> EvalReport {
+    let runs = if runs.is_empty() {
+        vec![acc]
+    } else {
+        runs.to_vec()
+    };
+    let n = runs.len() as f64;
+    let mean = runs.iter().sum::<f64>() / n;
+    let accuracy_std = if runs.len() > 1 {
+        (runs.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
+    } else {
+        0.0
+    };
+    EvalReport {
+        checkpoint: dir.join(LAST_CHECKPOINT).display().to_string(),
+        variant: variant.to_owned(),
+        dataset: "mnist".into(),
+        split: "test".into(),
+        accuracy: acc,
+        accuracy_std,
+        run_accuracies: runs.clone(),
+        ensemble_accuracy: runs.iter().copied().fold(f64::MIN, f64::max),
+        correct_per_run: runs.iter().map(|r| (r * 10_000.0).round() as u64).collect(),
+        images: 10_000,
+        seconds: 25.0,
+        ms_per_image: 2.5,
+        images_per_second: 400.0,
+        seed: 0,
+        settings: UsedSettings {
+            steps: None,
+            solver: None,
+            deterministic: Some(false),
+            runs: runs.len(),
+            batch_size: 500,
+        },
+        variant_config: json!({}),
+    }
+}
+
+/// A completed run's `summary.json`: 2 epochs, 867,724 parameters, peak
+/// memory 1,536 MiB in training and 1,600 MiB in evaluation.
+pub(crate) fn summary(dir: &Path, variant: &str) -> RunSummary {
+    RunSummary {
+        status: RunStatus::Completed,
+        run_dir: dir.display().to_string(),
+        variant: variant.to_owned(),
+        dataset: "mnist".into(),
+        epochs: 2,
+        epochs_planned: 2,
+        step: 94,
+        parameters: 867_724,
+        train_seconds: 200.0,
+        train_peak_rss_bytes: Some(1536 * MIB),
+        eval_peak_rss_bytes: Some(1600 * MIB),
+        baseline_rss_bytes: Some(200 * MIB),
+        train_accuracy: Some(0.83),
+        test_accuracy: Some(0.85),
+        validation_accuracy: None,
+        best: None,
+        last_checkpoint: dir.join(LAST_CHECKPOINT).display().to_string(),
+        best_checkpoint: None,
+    }
+}
+
+/// `noprop info --json` of a `variant` model with `total` parameters.
+pub(crate) fn info_report(
+    variant: &str,
+    total: usize,
+    schedule: Option<ScheduleTable>,
+) -> InfoReport {
+    InfoReport {
+        variant: variant.to_owned(),
+        label: crate::registry::label(variant),
+        source: "test".into(),
+        parameters: ParameterCounts {
+            total,
+            buffers: 0,
+            groups: Default::default(),
+        },
+        schedule,
+        tensors: Vec::new(),
+        checkpoint: None,
+        config: run_config(variant),
+        variant_config: json!({}),
+    }
+}
+
+fn write_json(path: &Path, value: &impl serde::Serialize) {
+    std::fs::write(path, serde_json::to_string(value).unwrap()).unwrap();
+}
+
+/// Writes a run directory like `noprop train` does (config.toml and
+/// metrics.jsonl), for `accs.len()` epochs.
+fn write_run(root: &Path, variant: &str, accs: &[f64]) -> PathBuf {
+    let dir = root.join(variant);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut config = run_config(variant);
+    config.epochs = accs.len();
+    config.data.train_limit = Some(6000);
+    write_config(&dir, &config);
+    write_metrics(&dir, accs);
     dir
 }
 
 /// A schedule as `noprop info --json` writes it: t and alpha_bar columns.
-fn schedule(t: &[f64], alpha_bar: &[f64]) -> Value {
-    let table = noprop_core::ScheduleTable {
+fn schedule(t: &[f64], alpha_bar: &[f64]) -> ScheduleTable {
+    ScheduleTable {
         label: "test schedule".into(),
         columns: vec!["t".into(), "alpha_bar".into()],
         rows: t
@@ -49,22 +191,20 @@ fn schedule(t: &[f64], alpha_bar: &[f64]) -> Value {
             .zip(alpha_bar)
             .map(|(&t, &ab)| vec![Some(t), Some(ab)])
             .collect(),
-    };
-    serde_json::to_value(table).unwrap()
+    }
 }
 
-fn dt_info() -> Value {
+fn dt_info() -> InfoReport {
     // A cosine-like table for T = 4: alpha_bar increasing.
     let t = [0.0, 1.0, 2.0, 3.0, 4.0];
     let alpha_bar = [0.05, 0.3, 0.6, 0.9, 0.9999];
-    json!({"variant": "dt", "parameters": {"total": 9_199_460}, "schedule": schedule(&t, &alpha_bar)})
+    info_report("dt", 9_199_460, Some(schedule(&t, &alpha_bar)))
 }
 
-fn ct_info() -> Value {
+fn ct_info() -> InfoReport {
     let t: Vec<f64> = (0..=50).map(|i| i as f64 / 50.0).collect();
     let alpha_bar: Vec<f64> = t.iter().map(|t| 0.01 + 0.98 * t).collect();
-    json!({"variant": "ct", "parameters": {"total": 867_724},
-        "schedule": schedule(&t, &alpha_bar)})
+    info_report("ct", 867_724, Some(schedule(&t, &alpha_bar)))
 }
 
 /// Decodes a PNG and checks it is a real figure: the expected size, many
@@ -105,18 +245,29 @@ fn check_png(path: &Path, width: u32, colors: &[plotters::style::RGBColor]) {
 #[test]
 fn writes_report_tables_json_and_plots_for_three_runs() {
     let tmp = tempfile::tempdir().unwrap();
-    let dt = write_run(tmp.path(), "dt", &[0.95, 0.975], Some(dt_info()));
-    let ct = write_run(tmp.path(), "ct", &[0.70, 0.85], Some(ct_info()));
+    // DT: eval.json of three inference runs, info.json; no summary.json.
+    let dt = write_run(tmp.path(), "dt", &[0.95, 0.975]);
+    write_json(
+        &dt.join("eval.json"),
+        &eval_report(&dt, "dt", 0.975, &[0.974, 0.975, 0.976]),
+    );
+    write_json(&dt.join("info.json"), &dt_info());
+    // CT: summary.json, info.json and info-initial.json; no eval.json.
+    let ct = write_run(tmp.path(), "ct", &[0.70, 0.85]);
+    write_json(&ct.join(SUMMARY_FILE), &summary(&ct, "ct"));
+    write_json(&ct.join("info.json"), &ct_info());
     let mut initial = ct_info();
-    initial["schedule"] = schedule(&[0.0, 1.0], &[0.01, 0.99]);
-    std::fs::write(ct.join("info-initial.json"), initial.to_string()).unwrap();
-    let fm = write_run(tmp.path(), "fm", &[0.96, 0.98], None);
-    std::fs::write(
-        fm.join("eval.json"),
-        json!({"accuracy": 0.9812, "seconds": 2.5, "images": 10000, "steps": 100, "solver": "euler"})
-            .to_string(),
-    )
-    .unwrap();
+    initial.schedule = Some(schedule(&[0.0, 1.0], &[0.01, 0.99]));
+    write_json(&ct.join("info-initial.json"), &initial);
+    // FM: eval.json of one run only.
+    let fm = write_run(tmp.path(), "fm", &[0.96, 0.98]);
+    let mut eval = eval_report(&fm, "fm", 0.9812, &[]);
+    eval.ms_per_image = 0.25;
+    eval.settings.steps = Some(100);
+    eval.settings.solver = Some("euler".into());
+    eval.settings.deterministic = None;
+    write_json(&fm.join("eval.json"), &eval);
+
     let out = tmp.path().join("compare");
     let args = CompareArgs {
         runs: vec![dt, ct, fm],
@@ -131,20 +282,69 @@ fn writes_report_tables_json_and_plots_for_three_runs() {
         md.contains("Command: `cargo xtask train-all --quick`"),
         "{md}"
     );
-    // DT: last epoch 97.50 % test, 95.50 % train, 2 x 100 s, eval 5 s / 10,000
-    // images = 0.5 ms, 97.5 / 9.19946 = 10.6 % per M parameters, best epoch 2.
+    // DT has several inference runs: single runs and ensemble apart. No
+    // run has a validation split: no best-epoch column.
     assert!(
         md.contains(
-            "| NoProp-DT | 97.50% | 95.50% | 200 s (3.3 min) | 0.500 | 9,199,460 | 10.6 | 2 | 97.50% (2) |"
+            "| variant | test accuracy (single runs: mean ± sd) | test accuracy (ensemble of the runs) \
+             | train accuracy | training time | inference (ms/image) | peak memory, training (MiB) \
+             | parameters | test acc. % per M params | epochs |\n"
         ),
         "{md}"
     );
-    // CT: 85 / 0.867724 = 98.0 % per M parameters.
-    assert!(md.contains("| NoProp-CT | 85.00% | 83.00% | 200 s (3.3 min) | 0.500 | 867,724 | 98.0 | 2 | 85.00% (2) |"), "{md}");
-    // FM: from eval.json, 2.5 s / 10,000 images = 0.25 ms; no info -> n/a.
-    assert!(md.contains("| NoProp-FM | 98.12% | 96.00% | 200 s (3.3 min) | 0.250 | n/a | n/a | 2 | 98.00% (2) |"), "{md}");
-    assert!(md.contains("NoProp-FM: test accuracy from full evaluation of the final checkpoint (`noprop eval`) (100 steps, euler)."), "{md}");
-    assert!(md.contains("| NoProp-CT | 1 | 47 | 2.000 | ce 0.5000, denoise 1.500 | 68.00% | 70.00% | 100.0 | 5.0 | 1.00e-3 |"), "{md}");
+    assert!(
+        !md.contains("best test") && !md.contains("best validation"),
+        "{md}"
+    );
+    // DT: eval.json's mean 97.50 % and sd 0.1 points of 3 runs, their
+    // ensemble 97.60 %; 95.50 % train (last epoch), 2 x 100 s, 2.5 ms per
+    // image; peak memory from the metrics lines (no summary.json): 310 MiB;
+    // 97.5 / 9.19946 = 10.6 % per M parameters.
+    assert!(
+        md.contains(
+            "| NoProp-DT | 97.50% ± 0.10 (3 runs) | 97.60% | 95.50% | 200 s (3.3 min) | 2.500 | 310 | 9,199,460 | 10.6 | 2 |\n"
+        ),
+        "{md}"
+    );
+    // CT: the last epoch (no eval.json), summary.json's memory and
+    // parameters; 85 / 0.867724 = 98.0 % per M parameters.
+    assert!(
+        md.contains(
+            "| NoProp-CT | 85.00% | n/a | 83.00% | 200 s (3.3 min) | n/a | 1,536 | 867,724 | 98.0 | 2 |\n"
+        ),
+        "{md}"
+    );
+    // FM: eval.json, one run; no info or summary: no parameter count.
+    assert!(
+        md.contains(
+            "| NoProp-FM | 98.12% | n/a | 96.00% | 200 s (3.3 min) | 0.250 | 310 | n/a | n/a | 2 |\n"
+        ),
+        "{md}"
+    );
+    assert!(
+        md.contains(
+            "- NoProp-FM: test accuracy from `noprop eval` of `last.safetensors` (100 euler steps, 1 run, batches of 500)."
+        ),
+        "{md}"
+    );
+    assert!(
+        md.contains(
+            "- NoProp-CT: test accuracy from the trainer's evaluation after the last epoch"
+        ),
+        "{md}"
+    );
+    assert!(md.contains("mean ± standard deviation"), "{md}");
+    assert!(
+        md.contains("- NoProp-DT (`dt`): dataset mnist, 6,000 training images, full test set, 2 epochs, batch 128, one-hot embedding, seed 0, not finished (no summary.json)"),
+        "{md}"
+    );
+    assert!(md.contains("seed 0, completed\n"), "{md}");
+    assert!(
+        md.contains(
+            "| NoProp-CT | 1 | 47 | 2.000 | ce 0.5000, denoise 1.500 | 68.00% | 70.00% | 100.0 | 5.0 | 1.00e-3 |"
+        ),
+        "{md}"
+    );
     assert!(
         md.contains("![noise schedules](noise_schedules.png)"),
         "{md}"
@@ -152,14 +352,26 @@ fn writes_report_tables_json_and_plots_for_three_runs() {
 
     let report: Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
-    assert_eq!(report["runs"].as_array().unwrap().len(), 3);
-    assert_eq!(report["runs"][0]["parameters"], 9_199_460);
-    assert_eq!(report["runs"][2]["test_accuracy"], 0.9812);
+    let runs = &report["runs"];
+    assert_eq!(runs.as_array().unwrap().len(), 3);
+    assert_eq!(runs[0]["parameters"], 9_199_460);
+    assert_eq!(runs[0]["inference_runs"], 3);
+    assert_eq!(runs[0]["ensemble_accuracy"], 0.976);
+    assert_eq!(runs[0]["test_accuracy_source"], "eval.json");
+    assert_eq!(runs[1]["test_accuracy_source"], "last epoch");
+    assert_eq!(runs[1]["train_peak_rss_mib"], 1536.0);
+    assert_eq!(runs[1]["eval_peak_rss_bytes"], 1600 * MIB);
+    assert_eq!(runs[1]["status"], "completed");
+    assert_eq!(runs[2]["test_accuracy"], 0.9812);
+    assert!(runs[2]["ensemble_accuracy"].is_null());
     assert_eq!(report["schedules"].as_array().unwrap().len(), 3);
     assert_eq!(report["schedules"][0]["label"], "NoProp-DT (T=4)");
     assert_eq!(report["schedules"][1]["label"], "NoProp-CT initial");
     assert_eq!(report["schedules"][2]["label"], "NoProp-CT");
-    assert_eq!(report["epochs"][1]["epochs"].as_array().unwrap().len(), 2);
+    // The trainer's own metrics lines.
+    let ct_epochs = &report["epochs"][1]["epochs"];
+    assert_eq!(ct_epochs.as_array().unwrap().len(), 2);
+    assert_eq!(ct_epochs[1]["train_terms"]["ce"], 0.25);
     assert_eq!(report["plots"].as_array().unwrap().len(), 7);
 
     let (dt_c, ct_c, fm_c) = (
@@ -180,11 +392,60 @@ fn writes_report_tables_json_and_plots_for_three_runs() {
 }
 
 #[test]
+fn a_validation_split_gives_the_best_validation_epoch_column() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dt = write_run(tmp.path(), "dt", &[0.95, 0.97, 0.96]);
+    let mut config = run_config("dt");
+    config.epochs = 3;
+    config.data.validation = 1000;
+    write_config(&dt, &config);
+    let log = MetricsLog::new(&dt);
+    std::fs::remove_file(log.path()).unwrap();
+    for (n, (test, validation)) in [(0.95, 0.90), (0.97, 0.93), (0.96, 0.92)]
+        .into_iter()
+        .enumerate()
+    {
+        let mut line = epoch_line(n + 1, test);
+        line.validation_accuracy = Some(validation);
+        log.append(&line).unwrap();
+    }
+    let fm = write_run(tmp.path(), "fm", &[0.9]);
+    let report = write_report(
+        &[RunData::load(&dt).unwrap(), RunData::load(&fm).unwrap()],
+        &tmp.path().join("out"),
+        None,
+    )
+    .unwrap();
+    let table = markdown::summary_table(&report.runs);
+    assert!(
+        table.starts_with(
+            "| variant | test accuracy | train accuracy | training time | inference (ms/image) \
+             | peak memory, training (MiB) | parameters | test acc. % per M params | epochs \
+             | best validation (epoch) |\n"
+        ),
+        "{table}"
+    );
+    // The best validation epoch (2), not the best test epoch; FM has none.
+    assert!(table.contains("| 3 | 93.00% (2) |\n"), "{table}");
+    assert!(table.contains("| 1 | n/a |\n"), "{table}");
+    let md = std::fs::read_to_string(tmp.path().join("out/report.md")).unwrap();
+    assert!(md.contains("1,000 of them held out for validation"), "{md}");
+    assert!(
+        md.contains("| train acc. | validation acc. | test acc. |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| 2 | 94 | 1.000 | ce 0.2500, denoise 0.7500 | 95.00% | 93.00% | 97.00% |"),
+        "{md}"
+    );
+}
+
+#[test]
 fn figures_without_data_are_still_written() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("fm");
     std::fs::create_dir(&dir).unwrap();
-    std::fs::write(dir.join("config.toml"), "variant = \"fm\"\n").unwrap();
+    write_config(&dir, &run_config("fm"));
     std::fs::write(dir.join("metrics.jsonl"), "").unwrap();
     let out = tmp.path().join("out");
     let report = write_report(&[RunData::load(&dir).unwrap()], &out, None).unwrap();
@@ -196,7 +457,7 @@ fn figures_without_data_are_still_written() {
     }
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(
-        md.contains("| NoProp-FM | n/a | n/a | n/a | n/a | n/a | n/a | 0 | n/a |"),
+        md.contains("| NoProp-FM | n/a | n/a | n/a | n/a | n/a | n/a | n/a | 0 of 1 |\n"),
         "{md}"
     );
 }

@@ -30,9 +30,9 @@ use self::bars::{draw_bar_panel, Bar, BarPanel};
 use self::lines::{draw_line_panel, LinePanel, Series, YAxis};
 use self::scatter::{draw_scatter_panel, Point, ScatterPanel};
 use self::style::{ensure_font, headroom, percent_floor, FONT, PANEL_HEIGHT, PANEL_WIDTH};
+use super::row::RunRow;
 use super::run::RunData;
 use super::schedule::ScheduleCurve;
-use super::summary::RunSummary;
 
 /// Converts plotters' drawing errors (generic over the backend) to anyhow.
 pub(crate) trait PlotError<T> {
@@ -79,7 +79,7 @@ fn figure(
 pub fn write_plots(
     out_dir: &Path,
     runs: &[RunData],
-    summaries: &[RunSummary],
+    rows: &[RunRow],
     schedules: &[ScheduleCurve],
 ) -> Result<Vec<PathBuf>> {
     ensure_font()?;
@@ -91,27 +91,27 @@ pub fn write_plots(
     };
     save(
         "learning_curves.png",
-        learning_curves(&out_dir.join("learning_curves.png"), runs, summaries),
+        learning_curves(&out_dir.join("learning_curves.png"), runs, rows),
     )?;
     save(
         "final_accuracy.png",
-        final_accuracy(&out_dir.join("final_accuracy.png"), summaries),
+        final_accuracy(&out_dir.join("final_accuracy.png"), rows),
     )?;
     save(
         "training_time.png",
-        training_time(&out_dir.join("training_time.png"), summaries),
+        training_time(&out_dir.join("training_time.png"), rows),
     )?;
     save(
         "model_size.png",
-        model_size(&out_dir.join("model_size.png"), summaries),
+        model_size(&out_dir.join("model_size.png"), rows),
     )?;
     save(
         "accuracy_per_param.png",
-        accuracy_per_param(&out_dir.join("accuracy_per_param.png"), summaries),
+        accuracy_per_param(&out_dir.join("accuracy_per_param.png"), rows),
     )?;
     save(
         "speed_vs_accuracy.png",
-        speed_vs_accuracy(&out_dir.join("speed_vs_accuracy.png"), summaries),
+        speed_vs_accuracy(&out_dir.join("speed_vs_accuracy.png"), rows),
     )?;
     save(
         "noise_schedules.png",
@@ -125,9 +125,8 @@ fn percent(x: f64) -> String {
 }
 
 /// Bars of one number per run, skipping runs that lack it.
-fn bars_of(summaries: &[RunSummary], value: impl Fn(&RunSummary) -> Option<f64>) -> Vec<Bar> {
-    summaries
-        .iter()
+fn bars_of(rows: &[RunRow], value: impl Fn(&RunRow) -> Option<f64>) -> Vec<Bar> {
+    rows.iter()
         .filter_map(|s| {
             Some(Bar {
                 label: s.label.clone(),
@@ -152,19 +151,19 @@ fn percent_axis(values: impl IntoIterator<Item = f64>) -> (f64, f64) {
     (lo, 100.0 + (100.0 - lo) * 0.08)
 }
 
-fn learning_curves(path: &Path, runs: &[RunData], summaries: &[RunSummary]) -> Result<()> {
+fn learning_curves(path: &Path, runs: &[RunData], rows: &[RunRow]) -> Result<()> {
     let max_epoch = runs
         .iter()
         .flat_map(|r| r.epochs.iter().map(|e| e.epoch))
         .max()
         .unwrap_or(1)
         .max(2) as f64;
-    let series = |value: &dyn Fn(&super::epoch::EpochMetrics) -> Option<f64>| -> Vec<Series> {
+    let series = |value: &dyn Fn(&crate::metrics::EpochMetrics) -> Option<f64>| -> Vec<Series> {
         runs.iter()
-            .zip(summaries)
-            .map(|(run, summary)| Series {
-                label: summary.label.clone(),
-                variant: run.variant.clone(),
+            .zip(rows)
+            .map(|(run, row)| Series {
+                label: row.label.clone(),
+                variant: run.variant().to_owned(),
                 points: run
                     .epochs
                     .iter()
@@ -175,7 +174,7 @@ fn learning_curves(path: &Path, runs: &[RunData], summaries: &[RunSummary]) -> R
             })
             .collect()
     };
-    let accuracy = series(&|e| e.test_accuracy.map(|a| 100.0 * a));
+    let accuracy = series(&|e| Some(100.0 * e.test_accuracy));
     let (y_min, y_max) = percent_axis(
         accuracy
             .iter()
@@ -206,7 +205,7 @@ fn learning_curves(path: &Path, runs: &[RunData], summaries: &[RunSummary]) -> R
                 y_desc: "mean train loss (log scale)",
                 x_range: (0.8, max_epoch + 0.2),
                 y_axis: YAxis::Log,
-                series: series(&|e| e.train_loss),
+                series: series(&|e| Some(e.train_loss)),
                 integer_x: true,
                 legend: SeriesLabelPosition::UpperRight,
             },
@@ -214,10 +213,9 @@ fn learning_curves(path: &Path, runs: &[RunData], summaries: &[RunSummary]) -> R
     })
 }
 
-fn final_accuracy(path: &Path, summaries: &[RunSummary]) -> Result<()> {
+fn final_accuracy(path: &Path, rows: &[RunRow]) -> Result<()> {
     let (y_min, y_max) = percent_axis(
-        summaries
-            .iter()
+        rows.iter()
             .flat_map(|s| [s.test_accuracy, s.train_accuracy])
             .flatten(),
     );
@@ -227,7 +225,7 @@ fn final_accuracy(path: &Path, summaries: &[RunSummary]) -> Result<()> {
             &BarPanel {
                 title: "Final test accuracy",
                 y_desc: "test accuracy (%)",
-                bars: bars_of(summaries, |s| s.test_accuracy.map(|a| 100.0 * a)),
+                bars: bars_of(rows, |s| s.test_accuracy.map(|a| 100.0 * a)),
                 y_min,
                 y_max,
                 format: &percent,
@@ -238,7 +236,7 @@ fn final_accuracy(path: &Path, summaries: &[RunSummary]) -> Result<()> {
             &BarPanel {
                 title: "Train accuracy (last epoch)",
                 y_desc: "train accuracy (%)",
-                bars: bars_of(summaries, |s| s.train_accuracy.map(|a| 100.0 * a)),
+                bars: bars_of(rows, |s| s.train_accuracy.map(|a| 100.0 * a)),
                 y_min,
                 y_max,
                 format: &percent,
@@ -251,9 +249,9 @@ fn max_of(bars: &[Bar]) -> f64 {
     bars.iter().map(|b| b.value).fold(0.0, f64::max)
 }
 
-fn training_time(path: &Path, summaries: &[RunSummary]) -> Result<()> {
-    let train = bars_of(summaries, |s| s.train_seconds);
-    let infer = bars_of(summaries, |s| s.inference_ms_per_image);
+fn training_time(path: &Path, rows: &[RunRow]) -> Result<()> {
+    let train = bars_of(rows, |s| s.train_seconds);
+    let infer = bars_of(rows, |s| s.inference_ms_per_image);
     let (train_max, infer_max) = (headroom(max_of(&train)), headroom(max_of(&infer)));
     figure(path, 2, |areas| {
         draw_bar_panel(
@@ -281,8 +279,8 @@ fn training_time(path: &Path, summaries: &[RunSummary]) -> Result<()> {
     })
 }
 
-fn model_size(path: &Path, summaries: &[RunSummary]) -> Result<()> {
-    let bars = bars_of(summaries, |s| s.parameters.map(|p| p as f64 / 1e6));
+fn model_size(path: &Path, rows: &[RunRow]) -> Result<()> {
+    let bars = bars_of(rows, |s| s.parameters.map(|p| p as f64 / 1e6));
     let y_max = headroom(max_of(&bars));
     figure(path, 1, |areas| {
         draw_bar_panel(
@@ -299,8 +297,8 @@ fn model_size(path: &Path, summaries: &[RunSummary]) -> Result<()> {
     })
 }
 
-fn accuracy_per_param(path: &Path, summaries: &[RunSummary]) -> Result<()> {
-    let bars = bars_of(summaries, |s| s.accuracy_per_million_params);
+fn accuracy_per_param(path: &Path, rows: &[RunRow]) -> Result<()> {
+    let bars = bars_of(rows, |s| s.accuracy_per_million_params);
     let y_max = headroom(max_of(&bars));
     figure(path, 1, |areas| {
         draw_bar_panel(
@@ -317,10 +315,9 @@ fn accuracy_per_param(path: &Path, summaries: &[RunSummary]) -> Result<()> {
     })
 }
 
-fn speed_vs_accuracy(path: &Path, summaries: &[RunSummary]) -> Result<()> {
-    let points = |cost: &dyn Fn(&RunSummary) -> Option<f64>| -> Vec<Point> {
-        summaries
-            .iter()
+fn speed_vs_accuracy(path: &Path, rows: &[RunRow]) -> Result<()> {
+    let points = |cost: &dyn Fn(&RunRow) -> Option<f64>| -> Vec<Point> {
+        rows.iter()
             .filter_map(|s| {
                 Some(Point {
                     label: s.label.clone(),
@@ -331,7 +328,7 @@ fn speed_vs_accuracy(path: &Path, summaries: &[RunSummary]) -> Result<()> {
             })
             .collect()
     };
-    let (y_min, y_max) = percent_axis(summaries.iter().filter_map(|s| s.test_accuracy));
+    let (y_min, y_max) = percent_axis(rows.iter().filter_map(|s| s.test_accuracy));
     figure(path, 2, |areas| {
         draw_scatter_panel(
             &areas[0],
