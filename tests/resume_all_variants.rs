@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use candle_core::{DType, Device};
+use candle_core::Device;
 use noprop::core::ModelSpec;
 use noprop::data::{Dataset, DatasetConfig, DatasetKind};
 use noprop::train::checkpoint::Checkpoint;
@@ -95,25 +95,7 @@ fn train((kind, extra): Case, data: &Dataset, dir: &Path, epochs: usize, resume:
 
 fn tensor_bits(path: &Path) -> BTreeMap<String, Vec<u32>> {
     let checkpoint = Checkpoint::load(path, &Device::Cpu).unwrap();
-    checkpoint
-        .tensors
-        .iter()
-        .map(|(name, t)| {
-            let flat = t.flatten_all().unwrap();
-            let bits = match t.dtype() {
-                DType::U32 => flat.to_vec1::<u32>().unwrap(),
-                _ => flat
-                    .to_dtype(DType::F32)
-                    .unwrap()
-                    .to_vec1::<f32>()
-                    .unwrap()
-                    .iter()
-                    .map(|x| x.to_bits())
-                    .collect(),
-            };
-            (name.clone(), bits)
-        })
-        .collect()
+    checkpoint.bit_patterns().unwrap()
 }
 
 /// A variant and extra `--set` overrides.

@@ -5,6 +5,7 @@
 
 mod bench;
 mod cuda;
+mod memory;
 mod process;
 // The workspace's one median, shared as source: depending on noprop-core
 // would build candle for every `cargo xtask`.
@@ -36,6 +37,8 @@ enum Task {
     GpuCheck(cuda::gpu_check::GpuCheckArgs),
     /// Time the blocks (release build), next to PyTorch when installed.
     Bench(bench::BenchArgs),
+    /// Training memory of NoProp-DT for several T, and against the backprop baseline.
+    Memory(memory::MemoryArgs),
 }
 
 fn main() -> Result<()> {
@@ -46,6 +49,7 @@ fn main() -> Result<()> {
         Task::CheckCuda(args) => cuda::check::run(&args),
         Task::GpuCheck(args) => cuda::gpu_check::run(&args),
         Task::Bench(args) => bench::run(&args),
+        Task::Memory(args) => memory::run(&args),
     }
 }
 

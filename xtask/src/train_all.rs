@@ -317,7 +317,7 @@ pub fn command_line(args: &TrainAllArgs) -> String {
 }
 
 /// Builds the release `noprop` binary and returns its path.
-fn build_noprop(workspace: &Path, device: Device, dry_run: bool) -> Result<PathBuf> {
+pub fn build_noprop(workspace: &Path, device: Device, dry_run: bool) -> Result<PathBuf> {
     let mut build = Command::new(cargo_program());
     build.current_dir(workspace).args([
         "build",

@@ -292,6 +292,28 @@ impl Checkpoint {
         Ok(())
     }
 
+    /// Every tensor as its values' bit patterns (u32 as they are, floats
+    /// through f32), sorted by name: two checkpoints hold bitwise-identical
+    /// tensors exactly when these are equal.
+    pub fn bit_patterns(&self) -> Result<BTreeMap<String, Vec<u32>>> {
+        self.tensors
+            .iter()
+            .map(|(name, t)| {
+                let flat = t.flatten_all()?;
+                let bits = match t.dtype() {
+                    DType::U32 => flat.to_vec1::<u32>()?,
+                    _ => flat
+                        .to_dtype(DType::F32)?
+                        .to_vec1::<f32>()?
+                        .iter()
+                        .map(|x| x.to_bits())
+                        .collect(),
+                };
+                Ok((name.clone(), bits))
+            })
+            .collect()
+    }
+
     /// The file's bytes.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         let raw: Vec<(String, RawTensor)> = self

@@ -456,26 +456,9 @@ mod tests {
     /// Every tensor of a checkpoint file as raw f32/u32 bit patterns.
     fn tensor_bits(path: &Path) -> BTreeMap<String, Vec<u32>> {
         let checkpoint = Checkpoint::load(path, &Device::Cpu).unwrap();
-        checkpoint
-            .tensors
-            .iter()
-            .map(|(name, t)| {
-                let flat = t.flatten_all().unwrap();
-                let bits = match t.dtype() {
-                    candle_core::DType::U32 => flat.to_vec1::<u32>().unwrap(),
-                    _ => flat
-                        .to_vec1::<f32>()
-                        .unwrap()
-                        .iter()
-                        .map(|x| x.to_bits())
-                        .collect(),
-                };
-                (name.clone(), bits)
-            })
-            .collect()
+        checkpoint.bit_patterns().unwrap()
     }
 
-    /// The metrics lines without the wall-clock fields.
     /// The metrics lines without what a machine measures (times, memory).
     fn metrics_without_times(dir: &Path) -> Vec<EpochMetrics> {
         MetricsLog::new(dir)

@@ -12,7 +12,7 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use candle_core::{DType, Device};
+use candle_core::Device;
 use noprop_core::SeededRng;
 use noprop_data::{Dataset, DatasetConfig, DatasetKind};
 use noprop_train::checkpoint::{Checkpoint, CheckpointKind};
@@ -123,25 +123,7 @@ fn reference_run() -> &'static Path {
 /// Every tensor of a checkpoint as bit patterns.
 fn tensor_bits(path: &Path) -> BTreeMap<String, Vec<u32>> {
     let checkpoint = Checkpoint::load(path, &Device::Cpu).unwrap();
-    checkpoint
-        .tensors
-        .iter()
-        .map(|(name, t)| {
-            let flat = t.flatten_all().unwrap();
-            let bits = match t.dtype() {
-                DType::U32 => flat.to_vec1::<u32>().unwrap(),
-                _ => flat
-                    .to_dtype(DType::F32)
-                    .unwrap()
-                    .to_vec1::<f32>()
-                    .unwrap()
-                    .iter()
-                    .map(|x| x.to_bits())
-                    .collect(),
-            };
-            (name.clone(), bits)
-        })
-        .collect()
+    checkpoint.bit_patterns().unwrap()
 }
 
 fn metrics(dir: &Path) -> Vec<Value> {
