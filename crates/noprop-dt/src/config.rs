@@ -56,6 +56,24 @@ impl std::str::FromStr for TrainingOrder {
     }
 }
 
+/// How the head and a learned W, which every block's loss updates, keep
+/// their AdamW state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SharedOptimizer {
+    /// One AdamW, stepped by every block's loss in turn: its moments mix
+    /// the blocks' gradients, whose loss weights differ by orders of
+    /// magnitude (with alpha_bar_T = 0.9999 block T's is about 5,000,
+    /// the others' at most 13), so block T's gradients dominate the second
+    /// moment of W.
+    #[default]
+    Shared,
+    /// One AdamW state per block for the same head and W variables: block
+    /// t's loss steps state t, so each block's update is normalised by its
+    /// own gradient statistics (the variables themselves are shared).
+    PerBlock,
+}
+
 /// NoProp-DT settings (serde: every field optional, unknown fields refused).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -82,6 +100,8 @@ pub struct DtConfig {
     /// blocks, and a larger rate here shortens that phase.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub head_lr: Option<f64>,
+    /// How the head and a learned W keep their optimizer state.
+    pub shared_optimizer: SharedOptimizer,
     /// AdamW (decoupled) weight decay of every optimizer.
     pub weight_decay: f64,
     /// Which blocks step on a minibatch.
@@ -114,6 +134,7 @@ impl Default for DtConfig {
             dropout: noprop_block::config::DEFAULT_DROPOUT,
             lr: 1e-3,
             head_lr: None,
+            shared_optimizer: SharedOptimizer::Shared,
             weight_decay: 1e-3,
             order: TrainingOrder::AllBlocks,
             sweep_epochs_per_block: 1,
@@ -132,6 +153,14 @@ impl DtConfig {
             alpha_bar_max: self.alpha_bar_max,
             alpha_bar_min: self.alpha_bar_min,
             ..CosineScheduleConfig::default()
+        }
+    }
+
+    /// How many head/W optimizer states the model keeps.
+    pub fn head_optimizer_count(&self) -> usize {
+        match self.shared_optimizer {
+            SharedOptimizer::Shared => 1,
+            SharedOptimizer::PerBlock => self.num_blocks,
         }
     }
 

@@ -99,7 +99,7 @@ pub mod names;
 mod parallel;
 pub mod variant;
 
-pub use config::{DtConfig, TrainingOrder};
+pub use config::{DtConfig, SharedOptimizer, TrainingOrder};
 pub use loss::BlockLoss;
 pub use model::NoPropDt;
 pub use names::{block_prefix, HEAD_PREFIX, OPTIM_PREFIX};

@@ -65,7 +65,9 @@ pub struct NoPropDt {
     pub(crate) blocks: Vec<DtBlock>,
     pub(crate) head: Linear,
     pub(crate) block_optimizers: Vec<Adam>,
-    pub(crate) head_optimizer: Adam,
+    /// The head/W optimizer state: one, or one per block
+    /// ([`crate::config::SharedOptimizer`]).
+    pub(crate) head_optimizers: Vec<Adam>,
     /// The blocks that train, 1-based, ascending.
     trained: Vec<usize>,
     /// The epoch announced by `begin_epoch` (sweep order).
@@ -167,7 +169,9 @@ impl NoPropDt {
         }
         let head_adamw =
             AdamConfig::adamw(config.head_lr.unwrap_or(config.lr), config.weight_decay);
-        let head_optimizer = Adam::with_params(head_params, head_adamw)?;
+        let head_optimizers = (0..config.head_optimizer_count())
+            .map(|_| Adam::with_params(head_params.clone(), head_adamw))
+            .collect::<Result<Vec<_>>>()?;
         let trained = config.trained_blocks();
         Ok(Self {
             config,
@@ -179,7 +183,7 @@ impl NoPropDt {
             blocks,
             head,
             block_optimizers,
-            head_optimizer,
+            head_optimizers,
             trained,
             epoch: 0,
         })
@@ -295,7 +299,7 @@ impl NoPropDt {
                 // Block t's loss alone: its gradients reach block t, the head and W.
                 let grads = loss.total.backward()?;
                 self.block_optimizers[t - 1].step(&grads)?;
-                self.head_optimizer.step(&grads)?;
+                self.head_optimizer(t).step(&grads)?;
                 terms.extend([loss.denoise.detach(), loss.ce.detach(), loss.kl.detach()]);
             }
             terms
@@ -320,12 +324,33 @@ impl NoPropDt {
         })
     }
 
-    /// Every optimizer's state, names prefixed with `optim.`.
+    /// The head/W optimizer that block t's loss steps.
+    pub(crate) fn head_optimizer(&mut self, t: usize) -> &mut Adam {
+        let i = if self.head_optimizers.len() == 1 {
+            0
+        } else {
+            t - 1
+        };
+        &mut self.head_optimizers[i]
+    }
+
+    /// Every optimizer's state, names prefixed with `optim.` (per-block
+    /// head/W state: `optim.shared.{t}.` + the variable's name).
     pub(crate) fn optimizer_tensors(&self) -> Result<Vec<(String, Tensor)>> {
         let mut out = Vec::new();
-        for optimizer in self.block_optimizers.iter().chain([&self.head_optimizer]) {
+        for optimizer in &self.block_optimizers {
             for (name, tensor) in optimizer.state()? {
                 out.push((format!("{OPTIM_PREFIX}{name}"), tensor));
+            }
+        }
+        let per_block = self.head_optimizers.len() > 1;
+        for (i, optimizer) in self.head_optimizers.iter().enumerate() {
+            for (name, tensor) in optimizer.state()? {
+                let key = match per_block {
+                    true => format!("{OPTIM_PREFIX}{}{name}", shared_state_prefix(i + 1)),
+                    false => format!("{OPTIM_PREFIX}{name}"),
+                };
+                out.push((key, tensor));
             }
         }
         out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -338,20 +363,35 @@ impl NoPropDt {
     pub(crate) fn load_optimizer_tensors(&mut self, state: &HashMap<String, Tensor>) -> Result<()> {
         let num_blocks = self.config.num_blocks;
         let mut per_block: Vec<HashMap<String, Tensor>> = vec![HashMap::new(); num_blocks];
-        let mut head = HashMap::new();
+        let head_count = self.head_optimizers.len();
+        let mut head: Vec<HashMap<String, Tensor>> = vec![HashMap::new(); head_count];
+        let is_head_var = |name: &str| {
+            name.starts_with(&format!("{HEAD_PREFIX}."))
+                || name.starts_with(&format!("{EMBEDDING_WEIGHT}."))
+        };
         for (key, tensor) in state {
             let Some(name) = key.strip_prefix(OPTIM_PREFIX) else {
                 candle_core::bail!("dt: optimizer state `{key}` lacks the `{OPTIM_PREFIX}` prefix");
             };
             let owner = (1..=num_blocks).find(|&t| is_block_var(name, t));
-            match owner {
-                Some(t) => per_block[t - 1].insert(name.to_string(), tensor.clone()),
-                None if name.starts_with(&format!("{HEAD_PREFIX}."))
-                    || name.starts_with(&format!("{EMBEDDING_WEIGHT}.")) =>
-                {
-                    head.insert(name.to_string(), tensor.clone())
+            let shared_owner = (1..=num_blocks).find_map(|t| {
+                name.strip_prefix(&shared_state_prefix(t))
+                    .map(|rest| (t, rest))
+            });
+            match (owner, shared_owner) {
+                (Some(t), _) => {
+                    per_block[t - 1].insert(name.to_string(), tensor.clone());
                 }
-                None => candle_core::bail!("dt: unexpected optimizer state `{key}`"),
+                (None, Some((t, rest))) if head_count > 1 && is_head_var(rest) => {
+                    head[t - 1].insert(rest.to_string(), tensor.clone());
+                }
+                (None, None) if head_count == 1 && is_head_var(name) => {
+                    head[0].insert(name.to_string(), tensor.clone());
+                }
+                _ => candle_core::bail!(
+                    "dt: unexpected optimizer state `{key}` (shared_optimizer = {:?})",
+                    self.config.shared_optimizer
+                ),
             };
         }
         // Validate everything before replacing anything.
@@ -367,9 +407,16 @@ impl NoPropDt {
         if let Some(var) = self.embedding.var() {
             head_params.push((EMBEDDING_WEIGHT.to_string(), var.clone()));
         }
-        let mut head_optimizer = Adam::with_params(head_params, *self.head_optimizer.config())?;
-        head_optimizer.load_state(&head)?;
-        self.head_optimizer = head_optimizer;
+        let head_adamw = *self.head_optimizers[0].config();
+        let head_optimizers = head
+            .iter()
+            .map(|entries| {
+                let mut optimizer = Adam::with_params(head_params.clone(), head_adamw)?;
+                optimizer.load_state(entries)?;
+                Ok(optimizer)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.head_optimizers = head_optimizers;
         self.block_optimizers = staged;
         Ok(())
     }
@@ -407,4 +454,9 @@ impl NoPropDt {
         }
         Ok(())
     }
+}
+/// The name prefix of block t's head/W optimizer state (per-block
+/// [`crate::config::SharedOptimizer`]).
+fn shared_state_prefix(t: usize) -> String {
+    format!("shared.{t}.")
 }

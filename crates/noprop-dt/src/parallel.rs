@@ -54,6 +54,8 @@ struct BlockJob<'a> {
 
 /// What a block's job hands back for the head phase.
 struct BlockOutcome {
+    /// The block (1-based).
+    t: usize,
     /// The weighted denoising loss (scalar, detached).
     denoise: Tensor,
     /// z_T ~ q(z_T | y) drawn from the block's stream, for its CE term.
@@ -91,6 +93,7 @@ fn train_block(job: BlockJob<'_>, shared: &Shared<'_>) -> Result<BlockOutcome> {
     optimizer.step(&denoise.backward()?)?;
     let z_clean = noised(shared.u_y, shared.schedule.alpha_bar_clean_end(), &mut rng)?;
     Ok(BlockOutcome {
+        t,
         denoise: denoise.detach(),
         z_clean,
     })
@@ -186,7 +189,7 @@ impl NoPropDt {
         let mut terms = Vec::with_capacity(3 * outcomes.len());
         for outcome in outcomes {
             let ce = candle_nn::loss::cross_entropy(&self.head.forward(&outcome.z_clean)?, labels)?;
-            self.head_optimizer.step(&ce.backward()?)?;
+            self.head_optimizer(outcome.t).step(&ce.backward()?)?;
             terms.extend([outcome.denoise, ce.detach(), kl.detach()]);
         }
         Ok(terms)
@@ -272,7 +275,7 @@ mod tests {
                 let loss = sequential.block_loss(t, &x, &y, &mut block_rng).unwrap();
                 let grads = loss.total.backward().unwrap();
                 sequential.block_optimizers[t - 1].step(&grads).unwrap();
-                sequential.head_optimizer.step(&grads).unwrap();
+                sequential.head_optimizer(t).step(&grads).unwrap();
                 for term in [&loss.denoise, &loss.ce, &loss.kl] {
                     terms.push(
                         term.to_dtype(DType::F64)

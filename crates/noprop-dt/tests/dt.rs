@@ -12,7 +12,7 @@ use noprop_block::Mode;
 use noprop_core::inference::{self, InferenceSettings};
 use noprop_core::variant::ModelSpec;
 use noprop_core::{EmbeddingKind, InferenceOptions, SeededRng, Variant};
-use noprop_dt::{names::is_block_var, DtConfig, NoPropDt, TrainingOrder};
+use noprop_dt::{names::is_block_var, DtConfig, NoPropDt, SharedOptimizer, TrainingOrder};
 
 fn model(config: DtConfig, seed: u64) -> NoPropDt {
     NoPropDt::new(config, ModelSpec::mnist(), None, seed, &DEV).unwrap()
@@ -319,9 +319,20 @@ fn training_is_bitwise_reproducible() {
 /// four uninterrupted steps. Without the optimizer state it is not.
 #[test]
 fn resuming_from_optimizer_state_is_exact() {
+    // Both ways of keeping the head/W optimizer state; with a learned W
+    // they train differently, so the comparison across them can fail.
+    let mut final_weights = Vec::new();
+    for shared_optimizer in [SharedOptimizer::Shared, SharedOptimizer::PerBlock] {
+        final_weights.push(resume_case(shared_optimizer));
+    }
+    assert_ne!(final_weights[0], final_weights[1]);
+}
+
+fn resume_case(shared_optimizer: SharedOptimizer) -> std::collections::BTreeMap<String, Vec<f32>> {
     let data = mnist(32, 1);
     let config = DtConfig {
         embedding: EmbeddingKind::Learned { dim: 20 },
+        shared_optimizer,
         ..small(2)
     };
     let steps = |dt: &mut NoPropDt, range: std::ops::Range<usize>, rng: &mut SeededRng| {
@@ -341,7 +352,27 @@ fn resuming_from_optimizer_state_is_exact() {
     let optimizer: HashMap<String, Tensor> = first.optimizer_state().unwrap().into_iter().collect();
     let rng_words = rng.state_words();
     assert!(optimizer.keys().all(|k| k.starts_with("optim.")));
-    assert!(optimizer.contains_key("optim.embedding.weight.exp_avg"));
+    match shared_optimizer {
+        SharedOptimizer::Shared => {
+            assert!(optimizer.contains_key("optim.embedding.weight.exp_avg"))
+        }
+        // One state per block for the same W: block 1's and block 2's.
+        SharedOptimizer::PerBlock => {
+            for t in [1, 2] {
+                let key = format!("optim.shared.{t}.embedding.weight.exp_avg");
+                assert!(optimizer.contains_key(&key), "{key}");
+            }
+            let (a, b) = (
+                &optimizer["optim.shared.1.embedding.weight.exp_avg"],
+                &optimizer["optim.shared.2.embedding.weight.exp_avg"],
+            );
+            let diff = (a - b).unwrap().abs().unwrap().sum_all().unwrap();
+            assert!(
+                diff.to_scalar::<f32>().unwrap() > 0.0,
+                "the blocks' states differ"
+            );
+        }
+    }
 
     let resume = |with_optimizer: bool| {
         let mut resumed = model(config.clone(), 99);
@@ -370,6 +401,16 @@ fn resuming_from_optimizer_state_is_exact() {
         Tensor::new(&[1u32], &DEV).unwrap(),
     );
     assert!(resume_err(&config, &unprefixed).contains("prefix"));
+    // The other mode's state does not load silently.
+    let other = DtConfig {
+        shared_optimizer: match shared_optimizer {
+            SharedOptimizer::Shared => SharedOptimizer::PerBlock,
+            SharedOptimizer::PerBlock => SharedOptimizer::Shared,
+        },
+        ..config.clone()
+    };
+    assert!(resume_err(&other, &optimizer).contains("shared_optimizer"));
+    snapshot(&straight)
 }
 
 fn resume_err(config: &DtConfig, state: &HashMap<String, Tensor>) -> String {
