@@ -891,3 +891,21 @@ fn bad_inputs_exit_non_zero_with_clear_messages() {
         "missing.png",
     );
 }
+
+#[test]
+fn a_closed_stdout_ends_the_program_quietly() {
+    // `noprop info ... | head -1`: the reader goes away before the table is
+    // printed. No panic message, no backtrace.
+    let mut child = Command::new(BIN)
+        .args(["info", "--variant", "dt", "--grid", "3"])
+        .env("RUST_BACKTRACE", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = text(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!stderr.contains("backtrace"), "{stderr}");
+}
