@@ -202,12 +202,20 @@ impl MetricsLog {
         if !self.path.exists() {
             return Ok(());
         }
-        let kept: String = self
-            .read()?
-            .iter()
-            .filter(|m| m.epoch <= epochs)
-            .map(|m| serde_json::to_string(m).map(|s| s + "\n"))
-            .collect::<std::result::Result<_, _>>()?;
+        let text = fs::read_to_string(&self.path)
+            .with_context(|| format!("cannot read {}", self.path.display()))?;
+        // Lines are kept as written (a re-serialised float may print
+        // differently); the file is rewritten only if a line goes.
+        let kept: Vec<&str> = text
+            .lines()
+            .filter(|line| {
+                serde_json::from_str::<EpochMetrics>(line).is_ok_and(|m| m.epoch <= epochs)
+            })
+            .collect();
+        if kept.len() == text.lines().count() && (text.is_empty() || text.ends_with('\n')) {
+            return Ok(());
+        }
+        let kept: String = kept.iter().map(|line| format!("{line}\n")).collect();
         write_atomic(&self.path, kept.as_bytes())
     }
 }

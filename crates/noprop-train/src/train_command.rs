@@ -180,6 +180,17 @@ fn reopen(args: &TrainArgs, dir: &Path) -> Result<(RunConfig, PathBuf, bool)> {
         );
     }
     let mut config = RunConfig::from_toml_file(&config_path, &Sections)?;
+    let done = Checkpoint::read_meta(&dir.join(LAST_CHECKPOINT))
+        .with_context(|| format!("cannot resume {}", dir.display()))?
+        .epoch;
+    if let Some(epochs) = args.epochs.filter(|&e| e < done) {
+        bail!(
+            "cannot resume {} with --epochs {epochs}: it has already trained {done} epochs \
+             (--epochs is the new total); nothing was changed. To train another run, choose a \
+             new --out",
+            dir.display()
+        );
+    }
     let mut changed = false;
     if let Some(epochs) = args.epochs {
         changed |= config.epochs != epochs;

@@ -909,3 +909,52 @@ fn a_closed_stdout_ends_the_program_quietly() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(!stderr.contains("backtrace"), "{stderr}");
 }
+
+#[test]
+fn resuming_with_fewer_epochs_than_done_is_refused_and_changes_nothing() {
+    let reference = reference_run();
+    let dir = scratch("resume-fewer").join("run");
+    std::fs::create_dir_all(&dir).unwrap();
+    for file in [
+        "config.toml",
+        "last.safetensors",
+        "metrics.jsonl",
+        "summary.json",
+    ] {
+        std::fs::copy(reference.join(file), dir.join(file)).unwrap();
+    }
+    let before: Vec<Vec<u8>> = ["config.toml", "metrics.jsonl", "summary.json"]
+        .iter()
+        .map(|f| std::fs::read(dir.join(f)).unwrap())
+        .collect();
+    let out = noprop(&[
+        "train",
+        "--resume",
+        dir.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--no-progress",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("already trained 2 epochs") && stderr.contains("--epochs 1"),
+        "{stderr}"
+    );
+    let after: Vec<Vec<u8>> = ["config.toml", "metrics.jsonl", "summary.json"]
+        .iter()
+        .map(|f| std::fs::read(dir.join(f)).unwrap())
+        .collect();
+    assert!(before == after, "the run directory was changed");
+    // The same total as done: nothing to train, the metrics stay as written.
+    let out = noprop(&[
+        "train",
+        "--resume",
+        dir.to_str().unwrap(),
+        "--epochs",
+        "2",
+        "--no-progress",
+    ]);
+    assert_ok(&out);
+    assert_eq!(std::fs::read(dir.join("metrics.jsonl")).unwrap(), before[1]);
+}
