@@ -67,7 +67,7 @@ fn open_cuda() -> Result<Device> {
 fn open_cuda() -> Result<Device> {
     bail!(
         "--device cuda: this noprop binary was built without CUDA support; \
-         rebuild it with `cargo build --release --features cuda` (needs the CUDA toolkit), \
+         rebuild it with `cargo build --release -p noprop-train --features cuda` (needs the CUDA toolkit: `cargo xtask cuda-toolkit`, docs/cuda.md), \
          or use --device cpu"
     )
 }
@@ -88,6 +88,6 @@ mod tests {
     #[test]
     fn cuda_without_the_feature_says_how_to_build() {
         let err = DeviceChoice::Cuda.open().unwrap_err().to_string();
-        assert!(err.contains("--features cuda"), "{err}");
+        assert!(err.contains("-p noprop-train --features cuda"), "{err}");
     }
 }
