@@ -85,6 +85,7 @@ fn train((kind, extra): Case, data: &Dataset, dir: &Path, epochs: usize, resume:
         },
         stop: None,
         progress: false,
+        log_every: std::time::Duration::ZERO,
     };
     let outcome = trainer.run(model.as_mut(), checkpoint.as_ref()).unwrap();
     assert!(

@@ -137,6 +137,10 @@ pub struct TrainArgs {
     /// No progress bars.
     #[arg(long)]
     pub no_progress: bool,
+    /// When stderr is not a terminal (a log file, a batch job): a progress
+    /// line every SECONDS during an epoch (0: none).
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0, value_parser = seconds)]
+    pub log_every: f64,
 }
 
 /// Inference settings shared by eval and predict.
@@ -272,6 +276,14 @@ pub struct GpuCheckArgs {
     /// Write every number as JSON to FILE (atomically).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+}
+
+/// A finite, non-negative number of seconds (at most a day).
+fn seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if x.is_finite() && (0.0..=86_400.0).contains(&x) => Ok(x),
+        _ => Err(format!("{s:?} is not a number of seconds from 0 to 86400")),
+    }
 }
 
 /// An ODE integrator by name (euler, heun, rk4).

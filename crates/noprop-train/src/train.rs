@@ -136,6 +136,8 @@ pub struct Trainer<'a> {
     pub stop: Option<&'a AtomicBool>,
     /// Draw progress bars (when stderr is a terminal).
     pub progress: bool,
+    /// Without a terminal: a progress line this often (zero: none).
+    pub log_every: std::time::Duration,
 }
 
 impl Trainer<'_> {
@@ -174,7 +176,12 @@ impl Trainer<'_> {
                 c.meta.step,
             )
         });
-        let progress = Progress::new(self.progress, config.epochs, state.epochs_done);
+        let progress = Progress::new(
+            self.progress,
+            config.epochs,
+            state.epochs_done,
+            self.log_every,
+        );
         let checkpointer = self.checkpointer();
         let baseline_rss_bytes = crate::memory::current_rss_bytes();
         let memory = crate::memory::PeakSampler::start();
@@ -227,7 +234,7 @@ impl Trainer<'_> {
                         .totals
                         .add_accuracy(correct, n, started.elapsed().as_secs_f64());
                 }
-                progress.batch(report.loss, state.totals.train_accuracy());
+                progress.batch(report.loss, state.totals.train_accuracy(), labels.dim(0)?);
                 let stop = self.stop_requested();
                 if checkpointer.save_within_epoch(state.step, stop) {
                     let path = self.save(model, &state, &rng, false)?;
@@ -445,6 +452,7 @@ mod tests {
                 },
                 stop,
                 progress: false,
+                log_every: std::time::Duration::ZERO,
             }
         }
     }

@@ -122,6 +122,7 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
         },
         stop: Some(&stop),
         progress: !args.no_progress,
+        log_every: std::time::Duration::from_secs_f64(args.log_every),
     };
     let outcome = trainer.run(model.as_mut(), checkpoint.as_ref());
     let outcome = match resume {

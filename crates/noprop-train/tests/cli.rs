@@ -958,3 +958,47 @@ fn resuming_with_fewer_epochs_than_done_is_refused_and_changes_nothing() {
     assert_ok(&out);
     assert_eq!(std::fs::read(dir.join("metrics.jsonl")).unwrap(), before[1]);
 }
+
+#[test]
+fn a_log_without_a_terminal_gets_progress_lines_during_epochs() {
+    // stderr is a pipe here, as in a batch job; lines every 0.2 s.
+    let dir = scratch("log-lines").join("run");
+    let out = noprop(&[
+        "train",
+        "--variant",
+        "dt",
+        "--set",
+        "dt.num_blocks=2",
+        "--train-limit",
+        "640",
+        "--test-limit",
+        "50",
+        "--batch-size",
+        "32",
+        "--epochs",
+        "1",
+        "--log-every",
+        "0.2",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert_ok(&out);
+    let stderr = text(&out.stderr);
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("epoch 1/1: batch "))
+        .collect();
+    assert!(lines.len() >= 3, "{stderr}");
+    assert!(
+        lines.iter().all(|l| l.contains("images/s")
+            && l.contains("left in the epoch")
+            && l.contains("/20,")),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains('\r') && !stderr.contains('\x1b'),
+        "no bar drawn"
+    );
+    // The epoch's own line uses the same numbering.
+    assert!(stderr.contains("epoch 1/1: loss"), "{stderr}");
+}
