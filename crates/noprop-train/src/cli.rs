@@ -36,7 +36,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Train a model; writes a run directory (config.toml, metrics.jsonl,
-    /// last.safetensors, best.safetensors).
+    /// last.safetensors; best.safetensors with a validation split).
     Train(TrainArgs),
     /// Test accuracy of a checkpoint.
     Eval(EvalArgs),

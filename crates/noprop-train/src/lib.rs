@@ -10,10 +10,10 @@
 //! noprop train --variant dt --epochs 3 --out runs/dt        # or --config configs/paper-mnist-dt.toml
 //! noprop train --variant fm --embedding dim20 --set fm.inference_steps=100 --out runs/fm
 //! noprop train --resume runs/dt --epochs 5                  # continues bitwise exactly
-//! noprop eval --checkpoint runs/dt/best.safetensors --runs 5 --json
-//! noprop predict --checkpoint runs/dt/best.safetensors digit.png
+//! noprop eval --checkpoint runs/dt/last.safetensors --runs 5 --json
+//! noprop predict --checkpoint runs/dt/last.safetensors digit.png
 //! noprop info --variant ct                                  # parameters, schedule table
-//! noprop export --checkpoint runs/dt/best.safetensors --out dt.safetensors
+//! noprop export --checkpoint runs/dt/last.safetensors --out dt.safetensors
 //! noprop compare --runs runs/dt runs/fm --out runs/compare
 //! noprop gpu-check --data data/mnist --json gpu-check.json   # GPU vs CPU, speed
 //! ```
