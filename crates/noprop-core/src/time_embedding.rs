@@ -51,7 +51,7 @@ impl SinusoidalTimeEmbedding {
     /// An error unless D is even and positive and scale and period are finite
     /// and positive.
     pub fn validate(&self) -> Result<()> {
-        if self.dim == 0 || self.dim % 2 != 0 {
+        if self.dim == 0 || !self.dim.is_multiple_of(2) {
             candle_core::bail!(
                 "time embedding: dim must be even and positive, got {}",
                 self.dim

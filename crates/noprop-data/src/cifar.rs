@@ -84,7 +84,7 @@ fn split_records(
             message: "file is empty: it holds no records".to_string(),
         });
     }
-    if bytes.len() % record != 0 {
+    if !bytes.len().is_multiple_of(record) {
         return Err(DataError::BadFormat {
             path: path.to_path_buf(),
             message: format!(

@@ -35,7 +35,8 @@ impl<'a> Checkpointer<'a> {
     /// Whether to save after optimizer step `step` (1-based) within an
     /// epoch: periodically, or because a stop was requested.
     pub fn save_within_epoch(&self, step: u64, stop_requested: bool) -> bool {
-        stop_requested || (self.save_every_steps > 0 && step % self.save_every_steps as u64 == 0)
+        stop_requested
+            || (self.save_every_steps > 0 && step.is_multiple_of(self.save_every_steps as u64))
     }
 
     /// The new best score if the epoch just evaluated beats `best`: only

@@ -48,6 +48,7 @@ pub mod predict;
 pub mod progress;
 pub mod registry;
 pub mod report;
+pub mod run_lock;
 pub mod summary;
 pub mod train;
 pub mod train_command;

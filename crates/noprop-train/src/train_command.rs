@@ -25,12 +25,14 @@ use crate::metrics::MetricsLog;
 use crate::model::{build_blank, build_fresh};
 use crate::overrides::Override;
 use crate::registry::{self, Sections};
+use crate::run_lock::RunLock;
 use crate::summary::{RunStatus, RunSummary, SUMMARY_FILE};
 use crate::train::{RunData, TrainOutcome, Trainer, BEST_CHECKPOINT, CONFIG_FILE, LAST_CHECKPOINT};
 
 /// Runs `noprop train`.
 pub fn run(args: &TrainArgs) -> Result<ExitCode> {
-    let (config, run_dir, resume) = match &args.resume {
+    // The run directory's lock is held until this function returns.
+    let (config, run_dir, resume, _lock) = match &args.resume {
         Some(dir) => reopen(args, dir)?,
         None => {
             let config = RunConfig::load(args.config.as_deref(), &overrides(args)?, &Sections)?;
@@ -38,10 +40,10 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
                 .out
                 .clone()
                 .unwrap_or_else(|| default_run_dir(&config.variant));
-            prepare_run_dir(&dir, args.force)?;
+            let lock = prepare_run_dir(&dir, args.force)?;
             write_atomic(&dir.join(CONFIG_FILE), config.to_toml()?.as_bytes())
                 .with_context(|| format!("cannot write {}", dir.join(CONFIG_FILE).display()))?;
-            (config, dir, false)
+            (config, dir, false, lock)
         }
     };
     let device = config.device.open()?;
@@ -140,7 +142,7 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
 
 /// Reopens `dir` for `--resume`: its config (with a new `--epochs` or
 /// `--device`) and checkpoint.
-fn reopen(args: &TrainArgs, dir: &Path) -> Result<(RunConfig, PathBuf, bool)> {
+fn reopen(args: &TrainArgs, dir: &Path) -> Result<(RunConfig, PathBuf, bool, RunLock)> {
     let conflicting = [
         ("--variant", args.variant.is_some()),
         ("--config", args.config.is_some()),
@@ -167,6 +169,7 @@ fn reopen(args: &TrainArgs, dir: &Path) -> Result<(RunConfig, PathBuf, bool)> {
     if !dir.is_dir() {
         bail!("cannot resume {}: no such run directory", dir.display());
     }
+    let lock = RunLock::acquire(dir).with_context(|| format!("cannot resume {}", dir.display()))?;
     let config_path = dir.join(CONFIG_FILE);
     if !config_path.is_file() {
         bail!(
@@ -205,7 +208,7 @@ fn reopen(args: &TrainArgs, dir: &Path) -> Result<(RunConfig, PathBuf, bool)> {
         write_atomic(&config_path, config.to_toml()?.as_bytes())
             .with_context(|| format!("cannot update {}", config_path.display()))?;
     }
-    Ok((config, dir.to_path_buf(), true))
+    Ok((config, dir.to_path_buf(), true, lock))
 }
 
 /// The dedicated flags as configuration overrides, then the `--set` ones.
@@ -324,11 +327,16 @@ fn default_run_dir(variant: &str) -> PathBuf {
     PathBuf::from("runs").join(format!("{variant}-{compact}"))
 }
 
-/// Creates `dir`, refusing to overwrite an existing run unless `force`.
-fn prepare_run_dir(dir: &Path, force: bool) -> Result<()> {
+/// Creates `dir` and locks it, refusing to overwrite an existing run
+/// unless `force` (the lock is taken first, so `--force` never removes the
+/// files of a run that is going on).
+fn prepare_run_dir(dir: &Path, force: bool) -> Result<RunLock> {
     if dir.exists() && !dir.is_dir() {
         bail!("--out {}: exists and is not a directory", dir.display());
     }
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create run directory {}", dir.display()))?;
+    let lock = RunLock::acquire(dir)?;
     let run_files = [
         CONFIG_FILE,
         LAST_CHECKPOINT,
@@ -356,8 +364,7 @@ fn prepare_run_dir(dir: &Path, force: bool) -> Result<()> {
                 .with_context(|| format!("cannot remove {}", dir.join(file).display()))?;
         }
     }
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("cannot create run directory {}", dir.display()))
+    Ok(lock)
 }
 
 /// Ctrl-C sets `stop`; a second Ctrl-C exits at once. The handler can be

@@ -1002,3 +1002,60 @@ fn a_log_without_a_terminal_gets_progress_lines_during_epochs() {
     // The epoch's own line uses the same numbering.
     assert!(stderr.contains("epoch 1/1: loss"), "{stderr}");
 }
+
+#[test]
+fn a_run_directory_belongs_to_one_process() {
+    let dir = scratch("lock").join("run");
+    let mut args: Vec<String> = vec!["train".into(), "--out".into(), dir.display().to_string()];
+    args.extend(SMALL.iter().map(|s| s.to_string()));
+    // Long enough (20 epochs, several seconds) for the attempts below.
+    args.extend(["--epochs".into(), "20".into()]);
+    let first = Command::new(BIN)
+        .args(&args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !dir.join("config.toml").is_file() {
+        assert!(start.elapsed() < Duration::from_secs(60), "never started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // While it runs: a second train, a --force and a --resume are refused,
+    // naming the directory and the holder's pid.
+    let pid = first.id().to_string();
+    let dir_arg = dir.to_str().unwrap();
+    let mut second: Vec<&str> = vec!["train", "--out", dir_arg];
+    second.extend_from_slice(SMALL);
+    let mut forced = second.clone();
+    forced.push("--force");
+    for attempt in [
+        second,
+        forced,
+        vec!["train", "--resume", dir_arg, "--no-progress"],
+    ] {
+        let out = noprop(&attempt);
+        assert_eq!(out.status.code(), Some(1), "{attempt:?}");
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.contains("in use") && stderr.contains(&pid) && stderr.contains(dir_arg),
+            "{attempt:?}: {stderr}"
+        );
+    }
+    let out = first.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // The first run is intact: its 20 epochs, in order, its own config.
+    let epochs: Vec<u64> = metrics(&dir)
+        .iter()
+        .map(|m| m["epoch"].as_u64().unwrap())
+        .collect();
+    assert_eq!(epochs, (1..=20).collect::<Vec<u64>>());
+    assert!(std::fs::read_to_string(dir.join("config.toml"))
+        .unwrap()
+        .contains("epochs = 20"));
+    // A dead writer's temporary file goes when the directory is next locked.
+    let stale = dir.join(".last.safetensors.tmp-4194304");
+    std::fs::write(&stale, b"partial").unwrap();
+    assert_ok(&noprop(&["train", "--resume", dir_arg, "--no-progress"]));
+    assert!(!stale.exists());
+}

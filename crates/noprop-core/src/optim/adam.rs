@@ -651,7 +651,7 @@ mod tests {
             .sum_all()
             .unwrap();
         l = (l + vars[1].as_tensor().sin().unwrap().sum_all().unwrap()).unwrap();
-        if k % 2 == 0 {
+        if k.is_multiple_of(2) {
             l = (l + vars[2].as_tensor().sqr().unwrap().sum_all().unwrap()).unwrap();
         }
         l
