@@ -26,7 +26,7 @@ pub struct Cli {
 
     /// Worker threads of the CPU kernels (and of NoProp-DT's parallel
     /// blocks); default: RAYON_NUM_THREADS, else one per core.
-    #[arg(long, value_name = "N", value_parser = positive, global = true)]
+    #[arg(long, value_name = "N", value_parser = thread_count, global = true)]
     pub threads: Option<usize>,
 
     #[command(subcommand)]
@@ -226,7 +226,7 @@ pub struct InfoArgs {
     #[arg(long = "set", value_name = "KEY=VALUE", requires = "variant")]
     pub set: Vec<String>,
     /// Points of a learned schedule's grid on [0, 1].
-    #[arg(long, value_name = "N", default_value_t = 11, value_parser = at_least_two)]
+    #[arg(long, value_name = "N", default_value_t = 11, value_parser = grid_points)]
     pub grid: usize,
     /// Print everything as JSON on stdout.
     #[arg(long)]
@@ -276,6 +276,32 @@ pub struct GpuCheckArgs {
     /// Write every number as JSON to FILE (atomically).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+}
+
+/// Worker threads: at least 1, at most [`MAX_THREADS_PER_CORE`] per core
+/// (more only slows a run down, and thousands of threads take minutes to
+/// start).
+fn thread_count(s: &str) -> Result<usize, String> {
+    let n = positive(s)?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let max = MAX_THREADS_PER_CORE * cores;
+    if n > max {
+        return Err(format!(
+            "{n} threads on {cores} core(s): at most {max} ({MAX_THREADS_PER_CORE} per core)"
+        ));
+    }
+    Ok(n)
+}
+
+/// The most threads `--threads` accepts per core.
+pub const MAX_THREADS_PER_CORE: usize = 4;
+
+/// Points of a schedule grid: 2 to 100,000 (a table, not an allocation).
+fn grid_points(s: &str) -> Result<usize, String> {
+    match at_least_two(s)? {
+        n if n > 100_000 => Err(format!("{n} points: at most 100000")),
+        n => Ok(n),
+    }
 }
 
 /// A finite, non-negative number of seconds (at most a day).
@@ -401,6 +427,12 @@ mod tests {
             (vec!["noprop", "train", "--variant", "xx"], "--variant"),
             (vec!["noprop", "train", "--epochs", "0"], "--epochs"),
             (vec!["noprop", "train", "--threads", "0"], "--threads"),
+            (vec!["noprop", "train", "--threads", "10000"], "at most"),
+            (
+                vec!["noprop", "info", "--variant", "dt", "--grid", "1000000000"],
+                "at most 100000",
+            ),
+            (vec!["noprop", "train", "--log-every", "-1"], "--log-every"),
             (vec!["noprop", "train", "--epochs", "-3"], "--epochs"),
             (vec!["noprop", "train", "--lr", "abc"], "--lr"),
             (

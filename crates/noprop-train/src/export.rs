@@ -16,6 +16,25 @@ use crate::model::load_model;
 pub fn run(args: &ExportArgs) -> Result<()> {
     // Building the model and loading the checkpoint into it proves the file
     // is consistent before anything is written.
+    // The output may not be the input (a training checkpoint would be
+    // replaced by its weights), nor a link (it would be replaced, not
+    // written through): refused before anything is read.
+    if let Ok(meta) = std::fs::symlink_metadata(&args.out) {
+        if meta.file_type().is_symlink() {
+            anyhow::bail!(
+                "--out {}: is a symbolic link; give the path of the file itself",
+                args.out.display()
+            );
+        }
+        let same =
+            std::fs::canonicalize(&args.out).ok() == std::fs::canonicalize(&args.checkpoint).ok();
+        if same {
+            anyhow::bail!(
+                "--out {} is the checkpoint being exported; choose another file",
+                args.out.display()
+            );
+        }
+    }
     let loaded = load_model(&args.checkpoint, &Device::Cpu)?;
     let weights = loaded.checkpoint.weights_only();
     if let Some(parent) = args.out.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -47,8 +66,8 @@ pub fn run(args: &ExportArgs) -> Result<()> {
         );
     } else {
         println!(
-            "exported NoProp-{} weights ({tensors} tensors, {parameters} parameters, {bytes} bytes) to {}",
-            weights.meta.variant.to_uppercase(),
+            "exported {} weights ({tensors} tensors, {parameters} parameters, {bytes} bytes) to {}",
+            crate::registry::label(&weights.meta.variant),
             args.out.display()
         );
     }

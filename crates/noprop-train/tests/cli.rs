@@ -1059,3 +1059,44 @@ fn a_run_directory_belongs_to_one_process() {
     assert_ok(&noprop(&["train", "--resume", dir_arg, "--no-progress"]));
     assert!(!stale.exists());
 }
+
+#[test]
+fn export_refuses_its_own_input_and_links() {
+    let reference = reference_run();
+    let dir = scratch("export-self");
+    let copy = dir.join("last.safetensors");
+    std::fs::copy(reference.join("last.safetensors"), &copy).unwrap();
+    let before = std::fs::read(&copy).unwrap();
+    let c = copy.to_str().unwrap();
+    assert_fails_with(
+        &["export", "--checkpoint", c, "--out", c],
+        "is the checkpoint being exported",
+    );
+    // The same file under another spelling.
+    let dotted = dir.join(".").join("last.safetensors");
+    assert_fails_with(
+        &[
+            "export",
+            "--checkpoint",
+            c,
+            "--out",
+            dotted.to_str().unwrap(),
+        ],
+        "is the checkpoint being exported",
+    );
+    #[cfg(unix)]
+    {
+        let link = dir.join("link.safetensors");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(dir.join("elsewhere.safetensors"), &link).unwrap();
+        assert_fails_with(
+            &["export", "--checkpoint", c, "--out", link.to_str().unwrap()],
+            "symbolic link",
+        );
+    }
+    assert_eq!(
+        std::fs::read(&copy).unwrap(),
+        before,
+        "the input is untouched"
+    );
+}
