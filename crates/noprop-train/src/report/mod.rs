@@ -165,10 +165,11 @@ pub fn write_report(
         .filter_map(|p| Some(p.file_name()?.to_string_lossy().into_owned()))
         .collect();
     let json_path = out_dir.join("report.json");
-    std::fs::write(&json_path, serde_json::to_string_pretty(&report)? + "\n")
+    let json = serde_json::to_string_pretty(&report)? + "\n";
+    crate::atomic::write_atomic(&json_path, json.as_bytes())
         .with_context(|| format!("writing {}", json_path.display()))?;
     let md_path = out_dir.join("report.md");
-    std::fs::write(&md_path, markdown::render(&report))
+    crate::atomic::write_atomic(&md_path, markdown::render(&report).as_bytes())
         .with_context(|| format!("writing {}", md_path.display()))?;
     Ok(report)
 }

@@ -382,6 +382,13 @@ fn writes_report_tables_json_and_plots_for_three_runs() {
     let two = 2 * plots::style::PANEL_WIDTH;
     let one = plots::style::PANEL_WIDTH;
     check_png(&out.join("learning_curves.png"), two, &[dt_c, ct_c, fm_c]);
+    // Every file was written through a temporary one, none of which is left.
+    let leftovers: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
     check_png(&out.join("final_accuracy.png"), two, &[dt_c, ct_c, fm_c]);
     check_png(&out.join("training_time.png"), two, &[dt_c, ct_c, fm_c]);
     // FM has no parameter count: only DT and CT bars.

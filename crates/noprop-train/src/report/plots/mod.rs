@@ -59,20 +59,35 @@ where
     .plot_err()
 }
 
-/// A figure of `panels` side by side, white background, saved as PNG.
+/// A figure of `panels` side by side, white background, saved as PNG,
+/// atomically: drawn into a temporary file beside `path` (`.NAME.tmp-PID.png`,
+/// the extension chooses the encoder), then renamed.
 fn figure(
     path: &Path,
     panels: usize,
     draw: impl FnOnce(&[DrawingArea<BitMapBackend<'_>, Shift>]) -> Result<()>,
 ) -> Result<()> {
-    let root =
-        BitMapBackend::new(path, (PANEL_WIDTH * panels as u32, PANEL_HEIGHT)).into_drawing_area();
-    root.fill(&WHITE).plot_err()?;
-    let areas = root.split_evenly((1, panels));
-    draw(&areas)?;
-    root.present()
-        .plot_err()
-        .with_context(|| format!("writing {}", path.display()))
+    let stem = path
+        .file_stem()
+        .map_or_else(|| "figure".into(), |s| s.to_string_lossy().into_owned());
+    let tmp = path.with_file_name(format!(".{stem}.tmp-{}.png", std::process::id()));
+    let drawn = (|| -> Result<()> {
+        let root = BitMapBackend::new(&tmp, (PANEL_WIDTH * panels as u32, PANEL_HEIGHT))
+            .into_drawing_area();
+        root.fill(&WHITE).plot_err()?;
+        let areas = root.split_evenly((1, panels));
+        draw(&areas)?;
+        root.present()
+            .plot_err()
+            .with_context(|| format!("writing {}", path.display()))
+    })();
+    let renamed = drawn.and_then(|()| {
+        std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+    });
+    if renamed.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    renamed
 }
 
 /// Writes every figure into `out_dir` and returns their paths.
