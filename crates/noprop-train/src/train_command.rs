@@ -367,7 +367,7 @@ fn prepare_run_dir(dir: &Path, force: bool) -> Result<RunLock> {
     Ok(lock)
 }
 
-/// Ctrl-C sets `stop`; a second Ctrl-C exits at once. The handler can be
+/// Ctrl-C, SIGTERM and SIGHUP set `stop`; a second one exits at once. The handler can be
 /// installed once per process, so a failure (a second install) is ignored.
 fn install_ctrlc(stop: &Arc<AtomicBool>) {
     let flag = Arc::clone(stop);

@@ -181,8 +181,18 @@ fn a_resumed_run_ends_bitwise_equal_to_an_uninterrupted_one() {
 
 #[test]
 fn ctrl_c_saves_mid_epoch_and_resuming_matches_the_uninterrupted_run() {
+    interrupted_run_resumes_bitwise("-INT", "sigint");
+}
+
+#[test]
+fn sigterm_saves_like_ctrl_c() {
+    // What `timeout`, SLURM and docker send.
+    interrupted_run_resumes_bitwise("-TERM", "sigterm");
+}
+
+fn interrupted_run_resumes_bitwise(signal: &str, name: &str) {
     let reference = reference_run();
-    let dir = scratch("sigint").join("run");
+    let dir = scratch(name).join("run");
     let mut args = vec![
         "train".to_string(),
         "--out".into(),
@@ -209,7 +219,7 @@ fn ctrl_c_saves_mid_epoch_and_resuming_matches_the_uninterrupted_run() {
     }
     std::thread::sleep(Duration::from_millis(100));
     let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args([signal, &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
