@@ -29,7 +29,7 @@ use crate::process::shell_quote;
 pub const DEFAULT_TOOLKIT_DIR: &str = "target/cuda-toolkit";
 /// Target directory of the CUDA builds, apart from everyone's CPU `target/`.
 pub const CUDA_TARGET_DIR: &str = "target/cuda";
-/// Compute capability of the target GPUs (H100/H200); 80 gives a portable build.
+/// Default compute capability: 90 (Hopper); 80 gives a portable build.
 pub const DEFAULT_COMPUTE_CAP: &str = "90";
 /// The toolkit description written by `cuda-toolkit`, read by the others.
 pub const TOOLKIT_FILE: &str = "toolkit.json";
@@ -205,7 +205,7 @@ pub fn compute_cap(fallback: &str) -> Result<String> {
 /// Errors unless `cap` is what nvcc's `sm_XX` expects: digits only.
 pub fn validate_compute_cap(cap: &str) -> Result<()> {
     if cap.is_empty() || !cap.chars().all(|c| c.is_ascii_digit()) {
-        bail!("compute capability {cap:?} is not a number such as 90 (H100/H200) or 80 (A100)");
+        bail!("compute capability {cap:?} is not a number such as 90 (Hopper) or 80 (Ampere)");
     }
     Ok(())
 }

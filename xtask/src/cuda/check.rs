@@ -42,7 +42,7 @@ pub struct CheckArgs {
     #[arg(long, default_value = super::CUDA_TARGET_DIR)]
     pub target_dir: PathBuf,
     /// GPU compute capability to compile kernels for [default:
-    /// $CUDA_COMPUTE_CAP, else 90 (H100/H200)].
+    /// $CUDA_COMPUTE_CAP, else 90 (Hopper)].
     #[arg(long)]
     pub compute_cap: Option<String>,
     /// Build with `--features cudnn` (toolkit made with `--cudnn`).

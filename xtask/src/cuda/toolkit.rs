@@ -7,7 +7,7 @@
 //! `nvidia/cu13/`, and a second `--target` call would not merge into it);
 //! that directory becomes `CUDA_HOME` once it has the unversioned
 //! `lib*.so` links the linker looks for and `lib64 -> lib` (nvcc.profile
-//! searches `lib64`). CUDA 13.0 exactly: the lent H200s run driver 580,
+//! searches `lib64`). CUDA 13.0 exactly: the target machines run driver 580,
 //! which rejects PTX from a newer nvcc.
 //!
 //! No wheel ships `libcuda` (it comes with the driver), yet candle's cudarc
@@ -61,7 +61,7 @@ pub struct ToolkitArgs {
     /// Install the pip wheels even when a system nvcc is on PATH.
     #[arg(long)]
     pub pip: bool,
-    /// Default `CUDA_COMPUTE_CAP` written to env.sh (90: H100/H200).
+    /// Default `CUDA_COMPUTE_CAP` written to env.sh (90: Hopper).
     #[arg(long, default_value = super::DEFAULT_COMPUTE_CAP)]
     pub compute_cap: String,
 }
@@ -136,7 +136,7 @@ fn use_system_toolkit(dir: &Path, nvcc: &Path, cudnn: bool) -> Result<Toolkit> {
     );
     if cuda_version != "13.0" {
         eprintln!(
-            "xtask: warning: CUDA {cuda_version}, not 13.0: driver 580 (the lent H200s) rejects PTX \
+            "xtask: warning: CUDA {cuda_version}, not 13.0: driver 580 (the target machines) rejects PTX \
              from a newer nvcc; `--pip` installs 13.0"
         );
     }
