@@ -51,35 +51,19 @@ impl Variant for NoPropBackprop {
         &self.store
     }
 
-    /// AdamW's moments and step counts, named
-    /// `optim.{parameter}.{step,exp_avg,exp_avg_sq}`.
+    /// Adam's moments and step counts, named
+    /// `optim.{variable}.{step,exp_avg,exp_avg_sq}`.
     fn optimizer_state(&self) -> Result<Vec<(String, Tensor)>> {
-        Ok(self
-            .optimizer
-            .state()?
-            .into_iter()
-            .map(|(n, t)| (format!("{OPTIM_PREFIX}{n}"), t))
-            .collect())
+        self.optimizer.prefixed_state(OPTIM_PREFIX)
     }
 
-    /// Restores [`Variant::optimizer_state`]; every name must carry the
-    /// `optim.` prefix and belong to a parameter of this model.
     fn load_optimizer_state(&mut self, state: &HashMap<String, Tensor>) -> Result<()> {
-        let mut inner = HashMap::new();
-        for (name, t) in state {
-            let Some(stripped) = name.strip_prefix(OPTIM_PREFIX) else {
-                candle_core::bail!(
-                    "backprop: optimizer state `{name}` lacks the `{OPTIM_PREFIX}` prefix"
-                );
-            };
-            inner.insert(stripped.to_string(), t.clone());
-        }
-        self.optimizer.load_state(&inner)
+        self.optimizer
+            .load_prefixed_state(OPTIM_PREFIX, state, "backprop")
     }
 
     fn config_json(&self) -> Result<serde_json::Value> {
-        serde_json::to_value(&self.config)
-            .map_err(|e| candle_core::Error::Msg(format!("backprop: config to JSON: {e}")))
+        noprop_core::variant::config_to_json("backprop", &self.config)
     }
 }
 

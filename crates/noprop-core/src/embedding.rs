@@ -33,6 +33,7 @@ use serde::{Deserialize, Serialize};
 use crate::params::ParamStore;
 use crate::rng::SeededRng;
 use crate::stats::median;
+use crate::variant::ModelInit;
 
 /// The `ParamStore` name of a learned W.
 pub const EMBEDDING_WEIGHT: &str = "embedding.weight";
@@ -168,6 +169,26 @@ impl ClassEmbedding {
             }
         };
         Self::insert(kind, store, &value)
+    }
+
+    /// W as a model's [`ModelInit`] asks: [`ClassEmbedding::new`] for
+    /// training (prototypes from the init, `rng` for the orthogonal start),
+    /// [`ClassEmbedding::for_loading`] for a checkpoint to be loaded into.
+    pub fn for_init(
+        kind: EmbeddingKind,
+        num_classes: usize,
+        image_dim: usize,
+        store: &ParamStore,
+        init: ModelInit<'_>,
+        rng: &mut SeededRng,
+        device: &Device,
+    ) -> Result<Self> {
+        match init {
+            ModelInit::ForLoading => Self::for_loading(kind, num_classes, image_dim, store, device),
+            ModelInit::Train { prototypes, .. } => {
+                Self::new(kind, num_classes, store, rng, prototypes, device)
+            }
+        }
     }
 
     /// W with the right name and shape but zero values, for a model about to

@@ -199,6 +199,12 @@ pub trait Variant {
     }
 }
 
+/// `config` as JSON for [`Variant::config_json`]; the error names `who`.
+pub fn config_to_json<C: Serialize>(who: &str, config: &C) -> Result<serde_json::Value> {
+    serde_json::to_value(config)
+        .map_err(|e| candle_core::Error::Msg(format!("{who}: configuration to JSON: {e}")))
+}
+
 /// A variant's configuration: serialisable with every default filled in,
 /// checked as a whole.
 pub trait VariantConfig:

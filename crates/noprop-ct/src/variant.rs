@@ -48,31 +48,19 @@ impl Variant for NoPropCt {
         &self.store
     }
 
+    /// Adam's moments and step counts, named
+    /// `optim.{variable}.{step,exp_avg,exp_avg_sq}`.
     fn optimizer_state(&self) -> Result<Vec<(String, Tensor)>> {
-        Ok(self
-            .optimizer
-            .state()?
-            .into_iter()
-            .map(|(name, t)| (format!("{OPTIM_PREFIX}{name}"), t))
-            .collect())
+        self.optimizer.prefixed_state(OPTIM_PREFIX)
     }
 
     fn load_optimizer_state(&mut self, state: &HashMap<String, Tensor>) -> Result<()> {
-        let mut stripped = HashMap::with_capacity(state.len());
-        for (name, t) in state {
-            match name.strip_prefix(OPTIM_PREFIX) {
-                Some(rest) => stripped.insert(rest.to_string(), t.clone()),
-                None => candle_core::bail!(
-                    "ct: optimizer state `{name}` lacks the `{OPTIM_PREFIX}` prefix"
-                ),
-            };
-        }
-        self.optimizer.load_state(&stripped)
+        self.optimizer
+            .load_prefixed_state(OPTIM_PREFIX, state, "ct")
     }
 
     fn config_json(&self) -> Result<serde_json::Value> {
-        serde_json::to_value(self.config)
-            .map_err(|e| candle_core::Error::Msg(format!("ct: config to JSON: {e}")))
+        noprop_core::variant::config_to_json("ct", &self.config)
     }
 
     /// The learned schedule's current values on `grid` (at least 2) evenly

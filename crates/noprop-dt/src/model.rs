@@ -123,23 +123,19 @@ impl NoPropDt {
             );
         }
         let schedule = CosineSchedule::from_config(&config.schedule_config())?;
-        let (seed, prototype_source) = init.parts();
+        let (seed, _) = init.parts();
         let root = SeededRng::new(seed);
         let store = ParamStore::new(root.fork(PARAM_STREAM));
         let m = spec.num_classes;
-        let embedding = match init {
-            ModelInit::ForLoading => {
-                ClassEmbedding::for_loading(config.embedding, m, spec.image_dim(), &store, device)?
-            }
-            ModelInit::Train { .. } => ClassEmbedding::new(
-                config.embedding,
-                m,
-                &store,
-                &mut root.fork(EMBEDDING_STREAM),
-                prototype_source,
-                device,
-            )?,
-        };
+        let embedding = ClassEmbedding::for_init(
+            config.embedding,
+            m,
+            spec.image_dim(),
+            &store,
+            init,
+            &mut root.fork(EMBEDDING_STREAM),
+            device,
+        )?;
         let d = embedding.dim();
         if config.embedding == EmbeddingKind::Prototype && d != spec.image_dim() {
             candle_core::bail!(

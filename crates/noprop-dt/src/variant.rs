@@ -65,8 +65,7 @@ impl Variant for NoPropDt {
     }
 
     fn config_json(&self) -> Result<serde_json::Value> {
-        serde_json::to_value(&self.config)
-            .map_err(|e| candle_core::Error::Msg(format!("dt: config to JSON: {e}")))
+        noprop_core::variant::config_to_json("dt", &self.config)
     }
 
     /// The cosine schedule at t = 0..=T: alpha_bar, SNR, the SNR delta of

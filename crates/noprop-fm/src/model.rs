@@ -10,8 +10,8 @@ use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::{Linear, Module};
 use noprop_block::{layers, BlockConfig, CtFmBlock, Mode};
 use noprop_core::{
-    linear_mix, Adam, AdamConfig, ClassEmbedding, EmbeddingKind, InferenceOptions, ModelInit,
-    ModelSpec, OdeSolver, ParamStore, SeededRng,
+    linear_mix, Adam, AdamConfig, ClassEmbedding, InferenceOptions, ModelInit, ModelSpec,
+    OdeSolver, ParamStore, SeededRng,
 };
 
 use crate::config::FmConfig;
@@ -65,7 +65,7 @@ impl NoPropFm {
         device: &Device,
     ) -> Result<Self> {
         config.validate()?;
-        let (seed, prototypes) = init.parts();
+        let (seed, _) = init.parts();
         let root = SeededRng::new(seed);
         let store = ParamStore::new(root.fork(0));
         let vb = store.var_builder(DType::F32, device);
@@ -74,27 +74,15 @@ impl NoPropFm {
         let block_config =
             BlockConfig::new(spec.in_channels, spec.image_size, d, m).with_dropout(config.dropout);
         let block = CtFmBlock::new(&block_config, vb.pp(BLOCK_PREFIX))?;
-        let embedding = match init {
-            ModelInit::ForLoading => {
-                ClassEmbedding::for_loading(config.embedding, m, spec.image_dim(), &store, device)?
-            }
-            ModelInit::Train { .. } => {
-                if config.embedding == EmbeddingKind::Prototype && prototypes.is_none() {
-                    candle_core::bail!(
-                        "fm: prototype embeddings need the training images and labels"
-                    );
-                }
-                let mut embedding_rng = root.fork(EMBEDDING_STREAM);
-                ClassEmbedding::new(
-                    config.embedding,
-                    m,
-                    &store,
-                    &mut embedding_rng,
-                    prototypes,
-                    device,
-                )?
-            }
-        };
+        let embedding = ClassEmbedding::for_init(
+            config.embedding,
+            m,
+            spec.image_dim(),
+            &store,
+            init,
+            &mut root.fork(EMBEDDING_STREAM),
+            device,
+        )?;
         let head = if embedding.is_learned() {
             Some(layers::linear(d, m, vb.pp(HEAD_PREFIX))?)
         } else {
@@ -233,6 +221,7 @@ mod tests {
 
     use super::*;
     use crate::names::HEAD_PREFIX;
+    use noprop_core::EmbeddingKind;
 
     const B: usize = 4;
     const M: usize = 3;

@@ -61,30 +61,16 @@ impl Variant for NoPropFm {
     /// Adam's moments and step counts, named
     /// `optim.{variable}.{step,exp_avg,exp_avg_sq}`.
     fn optimizer_state(&self) -> Result<Vec<(String, Tensor)>> {
-        Ok(self
-            .optimizer
-            .state()?
-            .into_iter()
-            .map(|(n, t)| (format!("{OPTIM_PREFIX}{n}"), t))
-            .collect())
+        self.optimizer.prefixed_state(OPTIM_PREFIX)
     }
 
     fn load_optimizer_state(&mut self, state: &HashMap<String, Tensor>) -> Result<()> {
-        let mut inner = HashMap::new();
-        for (name, t) in state {
-            let Some(stripped) = name.strip_prefix(OPTIM_PREFIX) else {
-                candle_core::bail!(
-                    "fm: optimizer state `{name}` lacks the `{OPTIM_PREFIX}` prefix"
-                );
-            };
-            inner.insert(stripped.to_string(), t.clone());
-        }
-        self.optimizer.load_state(&inner)
+        self.optimizer
+            .load_prefixed_state(OPTIM_PREFIX, state, "fm")
     }
 
     fn config_json(&self) -> Result<serde_json::Value> {
-        serde_json::to_value(&self.config)
-            .map_err(|e| candle_core::Error::Msg(format!("fm: config to JSON: {e}")))
+        noprop_core::variant::config_to_json("fm", &self.config)
     }
 }
 

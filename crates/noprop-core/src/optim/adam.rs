@@ -331,6 +331,35 @@ impl Adam {
         Ok(out)
     }
 
+    /// [`Adam::state`] with every name behind `prefix` (a checkpoint's
+    /// `optim.`), for a model with one optimizer.
+    pub fn prefixed_state(&self, prefix: &str) -> Result<Vec<(String, Tensor)>> {
+        Ok(self
+            .state()?
+            .into_iter()
+            .map(|(name, t)| (format!("{prefix}{name}"), t))
+            .collect())
+    }
+
+    /// Restores [`Adam::prefixed_state`]: every name must start with
+    /// `prefix` (the error names `who`, the model), then as
+    /// [`Adam::load_state`].
+    pub fn load_prefixed_state(
+        &mut self,
+        prefix: &str,
+        tensors: &HashMap<String, Tensor>,
+        who: &str,
+    ) -> Result<()> {
+        let mut inner = HashMap::with_capacity(tensors.len());
+        for (name, t) in tensors {
+            let Some(rest) = name.strip_prefix(prefix) else {
+                candle_core::bail!("{who}: optimizer state `{name}` lacks the `{prefix}` prefix");
+            };
+            inner.insert(rest.to_string(), t.clone());
+        }
+        self.load_state(&inner)
+    }
+
     /// Replaces the state with what [`Adam::state`] returned. Every name must
     /// belong to one of this optimizer's parameters; a parameter has either
     /// all three entries (with its shape) or none (never updated).
