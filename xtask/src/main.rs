@@ -7,6 +7,7 @@ mod bench;
 mod cuda;
 mod memory;
 mod process;
+mod reproduce;
 // The workspace's one median, shared as source: depending on noprop-core
 // would build candle for every `cargo xtask`.
 #[path = "../../crates/noprop-core/src/stats.rs"]
@@ -29,6 +30,9 @@ struct Cli {
 enum Task {
     /// Train every variant on MNIST and write a comparison report.
     TrainAll(train_all::TrainAllArgs),
+    /// The paper's MNIST comparison: every variant, several seeds, the
+    /// paper's evaluation protocol; resumable.
+    Reproduce(reproduce::ReproduceArgs),
     /// Set up a CUDA 13.0 toolkit under target/ (pip wheels, or the system's).
     CudaToolkit(cuda::toolkit::ToolkitArgs),
     /// Build the workspace with `--features cuda` in target/cuda.
@@ -45,6 +49,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.task {
         Task::TrainAll(args) => train_all::run(&args),
+        Task::Reproduce(args) => reproduce::run(&args),
         Task::CudaToolkit(args) => cuda::toolkit::run(&args),
         Task::CheckCuda(args) => cuda::check::run(&args),
         Task::GpuCheck(args) => cuda::gpu_check::run(&args),

@@ -18,7 +18,7 @@
 //! (3 x 4 bytes per parameter); the baseline keeps every block's
 //! activations alive for its one backward pass.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::SystemTime;
 
@@ -186,21 +186,14 @@ pub fn run(args: &MemoryArgs) -> Result<()> {
         "rows": rows,
     });
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    write(
+    process::write_atomically(
         &out.join("memory.json"),
         &(serde_json::to_string_pretty(&report)? + "\n"),
     )?;
     let markdown = render(&report, args.compare_blocks);
-    write(&out.join("memory.md"), &markdown)?;
+    process::write_atomically(&out.join("memory.md"), &markdown)?;
     print!("{markdown}");
     Ok(())
-}
-
-/// Writes `text` to `path` through a temporary file and a rename.
-fn write(path: &Path, text: &str) -> Result<()> {
-    let tmp = path.with_extension("partial");
-    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))
 }
 
 fn mib(bytes: &Value) -> String {

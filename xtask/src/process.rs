@@ -110,6 +110,14 @@ pub fn which(name: &str) -> Option<PathBuf> {
         })
 }
 
+/// Writes `text` to `path` through a temporary file and a rename, so
+/// `path` never holds a partial file.
+pub fn write_atomically(path: &Path, text: &str) -> Result<()> {
+    let tmp = path.with_extension("partial");
+    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))
+}
+
 /// `nice -n 19 <program>` where `nice` exists, so heavy builds yield the
 /// shared CPUs; plain `<program>` otherwise.
 pub fn niced(program: impl Into<OsString>) -> Command {

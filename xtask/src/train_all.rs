@@ -54,7 +54,7 @@ pub enum Device {
 }
 
 impl Device {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Device::Cpu => "cpu",
             Device::Cuda => "cuda",
@@ -231,26 +231,7 @@ pub fn plan(
         }
         eval.arg("--json");
         steps.push(saved(eval, run_dir.join("eval.json")));
-        let mut info = Command::new(noprop);
-        info.arg("info")
-            .arg("--checkpoint")
-            .arg(&checkpoint)
-            .arg("--grid")
-            .arg(SCHEDULE_GRID.to_string())
-            .arg("--json");
-        steps.push(saved(info, run_dir.join("info.json")));
-        // The same model before training: where a learned schedule started.
-        let mut initial = Command::new(noprop);
-        initial
-            .arg("info")
-            .arg("--variant")
-            .arg(&s.variant)
-            .arg("--config")
-            .arg(run_dir.join("config.toml"))
-            .arg("--grid")
-            .arg(SCHEDULE_GRID.to_string())
-            .arg("--json");
-        steps.push(saved(initial, run_dir.join("info-initial.json")));
+        steps.extend(info_steps(noprop, &run_dir, &s.variant));
         run_dirs.push(run_dir);
     }
     let mut compare = Command::new(noprop);
@@ -267,19 +248,75 @@ pub fn plan(
     Ok(steps)
 }
 
+/// `noprop info` of the trained checkpoint in `run_dir` and of the same
+/// model before training (where a learned schedule started), saved as
+/// `info.json` and `info-initial.json` for the report's plots.
+pub fn info_steps(noprop: &Path, run_dir: &Path, variant: &str) -> Vec<Step> {
+    let mut info = Command::new(noprop);
+    info.arg("info")
+        .arg("--checkpoint")
+        .arg(run_dir.join("last.safetensors"))
+        .arg("--grid")
+        .arg(SCHEDULE_GRID.to_string())
+        .arg("--json");
+    let mut initial = Command::new(noprop);
+    initial
+        .arg("info")
+        .arg("--variant")
+        .arg(variant)
+        .arg("--config")
+        .arg(run_dir.join("config.toml"))
+        .arg("--grid")
+        .arg(SCHEDULE_GRID.to_string())
+        .arg("--json");
+    vec![
+        Step {
+            command: info,
+            stdout_to: Some(run_dir.join("info.json")),
+        },
+        Step {
+            command: initial,
+            stdout_to: Some(run_dir.join("info-initial.json")),
+        },
+    ]
+}
+
+/// A registered variant, as `noprop info --list --json` describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registered {
+    pub name: String,
+    /// Whether its inference integrates an ODE (then `--steps` applies).
+    pub integrates_ode: bool,
+}
+
 /// The registered variants, from `noprop info --list --json`.
-fn registered_variants(noprop: &Path) -> Result<Vec<String>> {
+pub fn registered(noprop: &Path) -> Result<Vec<Registered>> {
     let stdout = process::output(Command::new(noprop).args(["info", "--list", "--json"]))?;
     let list: Vec<serde_json::Value> = serde_json::from_str(&stdout)
         .context("`noprop info --list --json` did not print a JSON list")?;
     list.iter()
         .map(|v| {
-            v.get("name")
+            let name = v
+                .get("name")
                 .and_then(serde_json::Value::as_str)
                 .map(String::from)
-                .context("`noprop info --list --json`: an entry has no name")
+                .context("`noprop info --list --json`: an entry has no name")?;
+            let integrates_ode = v
+                .get("integrates_ode")
+                .and_then(serde_json::Value::as_bool)
+                .with_context(|| {
+                    format!("`noprop info --list --json`: {name} has no integrates_ode")
+                })?;
+            Ok(Registered {
+                name,
+                integrates_ode,
+            })
         })
         .collect()
+}
+
+fn registered_variants(noprop: &Path) -> Result<Vec<String>> {
+    Ok(registered(noprop)?.into_iter().map(|v| v.name).collect())
 }
 
 /// The `cargo xtask train-all ...` line that reproduces this run, for the

@@ -50,3 +50,36 @@ fn the_quick_preset_works_with_any_variant() {
         assert_eq!(config.eval.steps, Some(100));
     }
 }
+
+/// `cargo xtask reproduce`'s presets: one per variant, the paper's recipe
+/// (the variant crate's defaults) but for the epochs and the keys listed
+/// here, each a documented departure.
+#[test]
+fn every_variant_has_a_reproduction_preset_with_the_papers_recipe() {
+    // (variant, key, value): what a reproduction preset may set apart from
+    // the defaults.
+    let departures: &[(&str, &str, toml::Value)] = &[
+        // The blocks of a minibatch on the CPU's threads: the same updates.
+        ("dt", "parallel_blocks", toml::Value::Boolean(true)),
+    ];
+    for entry in registry::VARIANTS {
+        let name = entry.name();
+        let file = format!("reproduce/{name}.toml");
+        let config = RunConfig::load(Some(&preset(&file)), &[], &Sections).unwrap();
+        assert_eq!(config.variant, name, "{file}");
+        assert_eq!(config.batch_size, 128, "{file}");
+        assert_eq!(config.data.dataset, "mnist", "{file}");
+        assert!(
+            (1..=20).contains(&config.epochs),
+            "{file}: {} epochs",
+            config.epochs
+        );
+        let mut expected = entry.resolve(None).unwrap();
+        for (variant, key, value) in departures {
+            if *variant == name {
+                expected.insert(key.to_string(), value.clone());
+            }
+        }
+        assert_eq!(config.variant_section().unwrap(), &expected, "{file}");
+    }
+}
