@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! z_0 ~ N(0, I)            (deterministic: z_0 = 0)                [B, d]
-//! z_t = (1 - a_t) z_{t-1} + a_t softmax(block_t(x, z_{t-1})) W,   a_t = tanh(w_t),   t = 1..T
+//! z_t = (1 - a_t) z_{t-1} + a_t block_t(x, z_{t-1}) W,   a_t = tanh(w_t),   t = 1..T
+//!       (block_output = softmax: softmax(block_t(x, z_{t-1})) W)
 //! p(y | x) = softmax(head(z_T))                                   [B, m]
 //! ```
 //!
@@ -19,9 +20,9 @@
 
 use candle_core::{DType, Module, Result, Tensor};
 use noprop_block::Mode;
-use noprop_core::{softmax_mix, InferenceOptions, SeededRng};
+use noprop_core::{InferenceOptions, SeededRng};
 
-use crate::model::{mix_step, NoPropBackprop};
+use crate::model::{block_prediction, mix_step, NoPropBackprop};
 
 impl NoPropBackprop {
     /// Each run's probabilities [B, m] on one batch x [B, C, H, W] (see the
@@ -47,7 +48,7 @@ impl NoPropBackprop {
             let mut z = z0;
             for (i, (block, f)) in self.blocks.iter().zip(&features).enumerate() {
                 let logits = block.forward_from_features(f, &z, Mode::Eval)?;
-                let u_hat = softmax_mix(&logits, &w)?;
+                let u_hat = block_prediction(&logits, &w, self.config.block_output)?;
                 // Detached: the block parameters are variables, so candle
                 // would otherwise keep every step's graph alive.
                 z = mix_step(&z, &u_hat, &a.narrow(0, i, 1)?)?.detach();

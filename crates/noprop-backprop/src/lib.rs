@@ -10,7 +10,8 @@
 //! ```text
 //! z_0 ~ N(0, I)                                                   [B, d]
 //! z_t = (1 - a_t) z_{t-1} + a_t u_hat_t,   t = 1..T
-//!       u_hat_t = softmax(block_t(x, z_{t-1})) W                  [B, d]
+//!       u_hat_t = block_t(x, z_{t-1}) W                           [B, d]
+//!                 (block_output = softmax: softmax(block_t(x, z_{t-1})) W)
 //!       a_t     = tanh(w_t),  w_t a learned scalar per block
 //! p(y | x) = softmax(head(z_T))                                   [B, m]
 //! L = CE(head(z_T), y)          one backward through the whole chain
@@ -26,6 +27,11 @@
 //! - **Class embedding W** ([`noprop_core::ClassEmbedding`]): one-hot
 //!   (fixed), dimN (learned, orthogonal start) or prototype (learned,
 //!   d = C*H*W), built exactly as NoProp-DT builds it.
+//! - **Read-out of a block** (`block_output`): its m logits times W, by
+//!   default without the softmax NoProp-DT applies; with it, the chain
+//!   merges pairs of classes under the paper's recipe and stalls (69% after
+//!   3 epochs on MNIST; 54.7% against 96.3% after one epoch of 20,000
+//!   images; docs/algorithm.md, "Eqs. 17-19").
 //! - **Mixing weights**: one variable `mix.weight` [T]; every w_t starts
 //!   at atanh(`mixing_init`), default `mixing_init` = 0.5 (a_t = 0.5, an
 //!   equal blend; the paper gives no value).
@@ -92,6 +98,6 @@ pub mod model;
 pub mod names;
 pub mod variant;
 
-pub use config::BackpropConfig;
+pub use config::{BackpropConfig, BlockOutput};
 pub use model::NoPropBackprop;
 pub use names::{block_prefix, HEAD_PREFIX, MIX_WEIGHT, OPTIM_PREFIX};

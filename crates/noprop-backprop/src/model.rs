@@ -8,7 +8,8 @@
 //! ```text
 //! z_0 ~ N(0, I)                                                   [B, d]
 //! for t = 1..T:
-//!     u_hat_t = softmax(block_t(x, z_{t-1})) W                    [B, m] x [m, d] -> [B, d]
+//!     u_hat_t = block_t(x, z_{t-1}) W                             [B, m] x [m, d] -> [B, d]
+//!               (block_output = softmax: softmax(block_t(x, z_{t-1})) W)
 //!     z_t     = (1 - a_t) z_{t-1} + a_t u_hat_t,   a_t = tanh(w_t)
 //! logits = head(z_T)                                              [B, m]
 //! L      = CE(logits, y)                                          averaged over the batch
@@ -44,11 +45,11 @@ use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{Init, Linear};
 use noprop_block::{layers::linear, BlockConfig, DtBlock, Mode};
 use noprop_core::{
-    softmax_mix, Adam, AdamConfig, ClassEmbedding, EmbeddingKind, ModelInit, ModelSpec, ParamGroup,
-    ParamStore, SeededRng, StepReport, EMBEDDING_WEIGHT,
+    linear_mix, softmax_mix, Adam, AdamConfig, ClassEmbedding, EmbeddingKind, ModelInit, ModelSpec,
+    ParamGroup, ParamStore, SeededRng, StepReport, EMBEDDING_WEIGHT,
 };
 
-use crate::config::BackpropConfig;
+use crate::config::{BackpropConfig, BlockOutput};
 use crate::names::{block_prefix, HEAD_PREFIX, MIX_PREFIX};
 
 /// Fork stream of the parameter initialisation (NoProp-DT's).
@@ -85,6 +86,15 @@ impl std::fmt::Debug for NoPropBackprop {
 pub(crate) fn mix_step(z_prev: &Tensor, u_hat: &Tensor, a_t: &Tensor) -> Result<Tensor> {
     let keep = a_t.affine(-1.0, 1.0)?; // 1 - a_t
     z_prev.broadcast_mul(&keep)? + u_hat.broadcast_mul(a_t)?
+}
+
+/// A block's prediction u_hat_t [B, d] from its logits [B, m] and W [m, d],
+/// as `output` says. The one definition training and inference share.
+pub(crate) fn block_prediction(logits: &Tensor, w: &Tensor, output: BlockOutput) -> Result<Tensor> {
+    match output {
+        BlockOutput::Softmax => softmax_mix(logits, w),
+        BlockOutput::Linear => linear_mix(logits, w),
+    }
 }
 
 impl NoPropBackprop {
@@ -256,7 +266,7 @@ impl NoPropBackprop {
         let mut z = z0.clone();
         for (i, block) in self.blocks.iter().enumerate() {
             let logits = block.forward(images, &z, mode.reborrow())?;
-            let u_hat = softmax_mix(&logits, &w)?;
+            let u_hat = block_prediction(&logits, &w, self.config.block_output)?;
             z = mix_step(&z, &u_hat, &a.narrow(0, i, 1)?)?;
         }
         Ok(z)
@@ -344,10 +354,18 @@ mod tests {
     /// A T = 2 model whose mixing weights differ (a_1 != a_2) and whose
     /// learned W (if any) has rows of unequal norms.
     fn setup(embedding: EmbeddingKind) -> (NoPropBackprop, Tensor, Tensor) {
+        setup_with(embedding, BlockOutput::default())
+    }
+
+    fn setup_with(
+        embedding: EmbeddingKind,
+        block_output: BlockOutput,
+    ) -> (NoPropBackprop, Tensor, Tensor) {
         let dev = Device::Cpu;
         let config = BackpropConfig {
             num_blocks: 2,
             embedding,
+            block_output,
             ..BackpropConfig::default()
         };
         let model = NoPropBackprop::new(config, spec(), None, 0, &dev).unwrap();
@@ -366,8 +384,9 @@ mod tests {
     }
 
     /// The chain by hand from z_0: z_t = (1 - tanh w_t) z_{t-1} +
-    /// tanh(w_t) softmax(l_t) W with l_t = block_t(x, z_{t-1}) (the model's
-    /// block, run on the hand-computed z_{t-1}), then head(z_2).
+    /// tanh(w_t) p_t W with l_t = block_t(x, z_{t-1}) (the model's block,
+    /// run on the hand-computed z_{t-1}) and p_t = softmax(l_t), or l_t
+    /// itself for the linear block output, then head(z_2).
     fn logits_by_hand(
         model: &NoPropBackprop,
         x: &Tensor,
@@ -388,12 +407,18 @@ mod tests {
             let a = raw_w.tanh();
             z = (0..B)
                 .map(|b| {
-                    let max = logits[b].iter().cloned().fold(f64::MIN, f64::max);
-                    let e: Vec<f64> = logits[b].iter().map(|l| (l - max).exp()).collect();
-                    let s: f64 = e.iter().sum();
+                    let p: Vec<f64> = match model.config.block_output {
+                        BlockOutput::Softmax => {
+                            let max = logits[b].iter().cloned().fold(f64::MIN, f64::max);
+                            let e: Vec<f64> = logits[b].iter().map(|l| (l - max).exp()).collect();
+                            let s: f64 = e.iter().sum();
+                            e.iter().map(|e| e / s).collect()
+                        }
+                        BlockOutput::Linear => logits[b].clone(),
+                    };
                     (0..d)
                         .map(|j| {
-                            let u_hat: f64 = (0..M).map(|c| e[c] / s * w[c][j]).sum();
+                            let u_hat: f64 = (0..M).map(|c| p[c] * w[c][j]).sum();
                             (1.0 - a) * z[b][j] + a * u_hat
                         })
                         .collect()
@@ -428,8 +453,14 @@ mod tests {
 
     #[test]
     fn the_chain_is_eqs_17_to_19_by_hand() {
-        for embedding in [EmbeddingKind::OneHot, EmbeddingKind::Learned { dim: 5 }] {
-            let (model, x, y) = setup(embedding);
+        for (embedding, output) in [
+            (EmbeddingKind::OneHot, BlockOutput::Softmax),
+            (EmbeddingKind::Learned { dim: 5 }, BlockOutput::Softmax),
+            (EmbeddingKind::OneHot, BlockOutput::Linear),
+            (EmbeddingKind::Learned { dim: 5 }, BlockOutput::Linear),
+        ] {
+            let (model, x, y) = setup_with(embedding, output);
+            let embedding = format!("{embedding} {output:?}");
             let d = model.embedding.dim();
             // Evaluation mode, from a random z_0.
             let z0 = SeededRng::new(7).normal((B, d), &Device::Cpu).unwrap();
