@@ -15,6 +15,14 @@ noprop-rs, and prints one JSON object (also written to --json):
                       dropout): forward and backward of sum(y * r)
   dt_minibatch        all T = 10 DT blocks stepped on one minibatch (the
                       epoch's unit of work: an epoch is 469 of these)
+  fm_eval, ct_eval    the whole inference of --eval-images images (batches of
+                      500, one run, --eval-steps Euler steps): image features
+                      once per batch, then every step the block's latent,
+                      time and fusion layers on the whole batch (CT: its
+                      learned schedule evaluated at the step's time, the
+                      probability-flow drift), the read-out
+  dt_eval             the same for NoProp-DT: T = 10 blocks, posterior mixing
+                      with injected noise, softmax(head(z_T))
 
 Times are medians in milliseconds over --iters runs after --warmup runs;
 cpu_ms is the mean process CPU time (all threads) per run.
@@ -112,6 +120,88 @@ class CtFmBlock(nn.Module):
         return self.from_features(self.image_features(x), z, t)
 
 
+class LearnedSchedule(nn.Module):
+    """The CT schedule (docs/algorithm.md, section 3), H sigmoid units."""
+
+    def __init__(self, hidden=1024):
+        super().__init__()
+        raw_one = math.log(math.e - 1.0)  # softplus^-1(1)
+        self.hidden = hidden
+        self.gamma_0 = nn.Parameter(torch.tensor([-math.log(99.0)]))
+        self.gamma_1 = nn.Parameter(torch.tensor([math.log(99.0)]))
+        self.skip_raw = nn.Parameter(torch.full((1,), raw_one))
+        self.w_raw = nn.Parameter(torch.randn(hidden))
+        self.b = nn.Parameter(torch.rand(hidden) * 4.0 - 2.0)
+        self.v_raw = nn.Parameter(torch.full((hidden,), raw_one))
+
+    def drift_terms(self, t):
+        """(-gamma'(t) / 2, alpha_bar(t)) at one time t, from one network
+        evaluation at t and the two ends."""
+        ts = torch.tensor([t, 0.0, 1.0])
+        skip, w, v = F.softplus(self.skip_raw), F.softplus(self.w_raw), F.softplus(self.v_raw)
+        sig = torch.sigmoid(ts[:, None] * w + self.b)
+        g = ts * skip + sig @ v / self.hidden
+        g_prime = skip + (sig * (1 - sig) * w) @ v / self.hidden
+        span, g_range = self.gamma_1 - self.gamma_0, g[2] - g[1]
+        gamma = self.gamma_0 + span * (1 - (g[0] - g[1]) / g_range)
+        gamma_prime = -span * g_prime[0] / g_range
+        return -0.5 * gamma_prime, torch.sigmoid(-gamma)
+
+
+def dt_posterior_coefficients(T=T_BLOCKS, clip=0.9999, o=0.008):
+    """a_t, b_t, c_t of the clipped, reversed cosine schedule, t = 1..T."""
+    f = lambda s: math.cos((s / T + o) / (1 + o) * math.pi / 2) ** 2
+    ab = [min(f(T - t) / f(0), clip) for t in range(T + 1)]
+    out = []
+    for t in range(1, T + 1):
+        alpha = ab[t - 1] / ab[t]
+        a = math.sqrt(ab[t]) * (1 - alpha) / (1 - ab[t - 1])
+        b = math.sqrt(alpha) * (1 - ab[t]) / (1 - ab[t - 1])
+        c = (1 - ab[t]) * (1 - alpha) / (1 - ab[t - 1])
+        out.append((a, b, c))
+    return out
+
+
+def fm_evaluate(block, W, images, steps, batch=500):
+    """Euler on dz/dt = block(x, z, t) W from z_0 ~ N(0, I); the nearest class."""
+    out, h = [], 1.0 / steps
+    for x in images.split(batch):
+        f = block.image_features(x)
+        z = torch.randn(x.shape[0], W.shape[1])
+        for i in range(steps):
+            t = torch.full((x.shape[0],), i * h)
+            z = z + h * (block.from_features(f, z, t) @ W)
+        out.append(F.softmax(-torch.cdist(z, W) ** 2, 1))
+    return torch.cat(out)
+
+
+def ct_evaluate(block, schedule, head, W, images, steps, batch=500):
+    """Euler on the probability-flow ODE (-gamma'/2)(sqrt(ab) u_hat - ab z)."""
+    out, h = [], 1.0 / steps
+    for x in images.split(batch):
+        f = block.image_features(x)
+        z = torch.randn(x.shape[0], W.shape[1])
+        for i in range(steps):
+            rate, ab = schedule.drift_terms(i * h)
+            t = torch.full((x.shape[0],), i * h)
+            u_hat = F.softmax(block.from_features(f, z, t), 1) @ W
+            z = z + h * (rate * (ab.sqrt() * u_hat - ab * z))
+        out.append(F.softmax(head(z), 1))
+    return torch.cat(out)
+
+
+def dt_evaluate(blocks, head, W, images, batch=500):
+    """Eq. 3: z_t = a_t u_hat_t + b_t z_{t-1} + sqrt(c_t) eps; softmax(head(z_T))."""
+    coeffs, out = dt_posterior_coefficients(len(blocks)), []
+    for x in images.split(batch):
+        z = torch.randn(x.shape[0], W.shape[1])
+        for block, (a, b, c) in zip(blocks, coeffs):
+            u_hat = F.softmax(block(x, z), 1) @ W
+            z = a * u_hat + b * z + math.sqrt(c) * torch.randn_like(z)
+        out.append(F.softmax(head(z), 1))
+    return torch.cat(out)
+
+
 def n_params(m):
     return sum(p.numel() for p in m.parameters())
 
@@ -136,6 +226,9 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--eval-images", type=int, default=500, help="images of the *_eval measurements")
+    ap.add_argument("--eval-steps", type=int, default=1000, help="ODE steps of fm_eval and ct_eval")
+    ap.add_argument("--eval-iters", type=int, default=3, help="timed runs of the *_eval measurements")
     ap.add_argument("--only", default="", help="comma-separated measurement names")
     ap.add_argument("--json", default="", help="also write the result here")
     args = ap.parse_args()
@@ -232,6 +325,27 @@ def main():
             steps.append(dt_step_fn(blk, opt))
         iters = max(1, args.iters // T_BLOCKS)
         results["dt_minibatch"] = median_ms(lambda: [s() for s in steps], 1, iters)
+
+    evals = [n for n in ("fm_eval", "ct_eval", "dt_eval") if want(n)]
+    if evals:
+        images = torch.randn(args.eval_images, 1, IMAGE, IMAGE)
+        ctfm.eval()
+        with torch.no_grad():
+            for name in evals:
+                if name == "fm_eval":
+                    fn = lambda: fm_evaluate(ctfm, W, images, args.eval_steps)
+                elif name == "ct_eval":
+                    schedule, ct_head = LearnedSchedule(), nn.Linear(LATENT, CLASSES)
+                    fn = lambda: ct_evaluate(ctfm, schedule, ct_head, W, images, args.eval_steps)
+                else:
+                    blocks = [DtBlock().eval() for _ in range(T_BLOCKS)]
+                    fn = lambda: dt_evaluate(blocks, head, W, images)
+                m = median_ms(fn, 0, args.eval_iters)
+                m["images"] = args.eval_images
+                m["ms_per_image"] = m["median_ms"] / args.eval_images
+                if name != "dt_eval":
+                    m["steps"] = args.eval_steps
+                results[name] = m
 
     out = {
         "implementation": "pytorch",

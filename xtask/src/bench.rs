@@ -44,6 +44,16 @@ pub struct BenchArgs {
     /// element-wise ops inline, which is faster on a shared machine.
     #[arg(long, default_value_t = 1)]
     pub candle_threads: usize,
+    /// Images of the whole-evaluation measurements (`fm_eval`, `ct_eval`,
+    /// `dt_eval`), both sides.
+    #[arg(long, default_value_t = 500)]
+    pub eval_images: usize,
+    /// ODE steps of the CT/FM whole-evaluation measurements.
+    #[arg(long, default_value_t = 1000)]
+    pub eval_steps: usize,
+    /// Timed runs of each whole evaluation per round.
+    #[arg(long, default_value_t = 2)]
+    pub eval_iters: usize,
     /// Comma-separated measurement names (default: all).
     #[arg(long, default_value = "")]
     pub only: String,
@@ -147,6 +157,17 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if args.batch < 2 || args.threads == 0 || args.rounds == 0 {
         bail!("need --batch >= 2, --threads >= 1 and --rounds >= 1");
     }
+    if args.eval_images == 0 || args.eval_steps == 0 || args.eval_iters == 0 {
+        bail!("need --eval-images, --eval-steps and --eval-iters >= 1");
+    }
+    let eval_args = [
+        "--eval-images".to_string(),
+        args.eval_images.to_string(),
+        "--eval-steps".to_string(),
+        args.eval_steps.to_string(),
+        "--eval-iters".to_string(),
+        args.eval_iters.to_string(),
+    ];
     let root = workspace_root();
     let bin = match &args.bench_bin {
         Some(bin) => bin.clone(),
@@ -180,7 +201,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 &args.batch.to_string(),
                 "--iters",
                 &args.iters.to_string(),
-            ]);
+            ])
+            .args(&eval_args);
         if !args.only.is_empty() {
             cmd.args(["--only", &args.only]);
         }
@@ -193,15 +215,17 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         )?);
         if with_torch {
             let mut cmd = Command::new("python3");
-            cmd.current_dir(&root).args([
-                "bench/torch_blocks.py",
-                "--batch",
-                &args.batch.to_string(),
-                "--iters",
-                &args.iters.to_string(),
-                "--threads",
-                &threads,
-            ]);
+            cmd.current_dir(&root)
+                .args([
+                    "bench/torch_blocks.py",
+                    "--batch",
+                    &args.batch.to_string(),
+                    "--iters",
+                    &args.iters.to_string(),
+                    "--threads",
+                    &threads,
+                ])
+                .args(&eval_args);
             if !args.only.is_empty() {
                 let names: Vec<&str> = args.only.split(',').map(torch_counterpart).collect();
                 cmd.args(["--only", &names.join(",")]);
@@ -252,6 +276,36 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             "candle_ops_ms": candle,
         }));
     }
+    // The whole evaluations, per image (their medians cover all images).
+    let mut evals = String::new();
+    for name in ["fm_eval", "ct_eval", "dt_eval"] {
+        let Some(ms) = ours_ms.get(name).and_then(Value::as_f64) else {
+            continue;
+        };
+        let per_image = |ms: f64| ms / args.eval_images as f64;
+        let theirs = torch_ms.get(name).and_then(Value::as_f64);
+        let cpu = ours_cpu.get(name).and_then(Value::as_f64);
+        let cpu_theirs = torch_cpu.get(name).and_then(Value::as_f64);
+        let ratio = |a: Option<f64>, b: Option<f64>| {
+            a.zip(b)
+                .map_or("-".to_string(), |(a, b)| format!("{:.3}", a / b))
+        };
+        evals += &format!(
+            "| {name} | {:.3} | {} | {} | {} |\n",
+            per_image(ms),
+            theirs.map_or("-".to_string(), |t| format!("{:.3}", per_image(t))),
+            ratio(Some(ms), theirs),
+            ratio(cpu, cpu_theirs),
+        );
+    }
+    if !evals.is_empty() {
+        evals = format!(
+            "\nwhole evaluations ({} images, {} ODE steps for CT/FM, one run, batches of 500):\n\n\
+             | evaluation | noprop-rs ms/image | PyTorch ms/image | ours / PyTorch | CPU ratio |\n\
+             |---|---:|---:|---:|---:|\n{evals}",
+            args.eval_images, args.eval_steps
+        );
+    }
     let per_s = |ms: Option<f64>| ms.map(|ms| args.batch as f64 / (ms / 1e3));
     let ms_of = |m: &Map<String, Value>, k: &str| m.get(k).and_then(Value::as_f64);
     let epoch = json!({
@@ -271,6 +325,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         "machine": machine(),
         "load_average_1min": { "start": load_before, "end": load_average() },
         "batch": args.batch,
+        "eval_images": args.eval_images,
+        "eval_steps": args.eval_steps,
         "threads": args.threads,
         "candle_num_threads": args.candle_threads,
         "rounds": args.rounds,
@@ -280,7 +336,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         "raw": { "noprop_rs": ours, "pytorch": torch },
     });
     let mut md = format!(
-        "# Benchmark {started}\n\n`{command}`\n\nmachine: {}\n\nthreads: {}, CANDLE_NUM_THREADS={}, batch {}, {} round(s); load average {:?} -> {:?}\n\n{table}\nepoch throughput (images/s): {}\n",
+        "# Benchmark {started}\n\n`{command}`\n\nmachine: {}\n\nthreads: {}, CANDLE_NUM_THREADS={}, batch {}, {} round(s); load average {:?} -> {:?}\n\n{table}{evals}\nepoch throughput (images/s): {}\n",
         report["machine"], args.threads, args.candle_threads, args.batch, args.rounds,
         load_before, load_average(), serde_json::to_string(&epoch)?,
     );

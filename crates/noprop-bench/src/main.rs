@@ -17,6 +17,8 @@
 //! | `conv_stack_fwd_bwd_separate` | the same with convolution+ReLU and pooling as separate ops |
 //! | `dt_minibatch` | one training step of the NoProp-DT model (`noprop_dt::NoPropDt::step`: all T = 10 blocks and the shared head), blocks one after another, each using every thread (intra-op) |
 //! | `dt_minibatch_block_parallel` | the same with `parallel_blocks`: blocks spread over the threads, each single-threaded |
+//! | `fm_eval`, `ct_eval` | the whole inference of `--eval-images` test images (one stochastic run, `--eval-steps` Euler steps) by the NoProp-FM / NoProp-CT model, as `noprop eval` runs it (`noprop_core::inference`, batches of 500) |
+//! | `dt_eval` | the same for the NoProp-DT model (T = 10 blocks, stochastic posterior mixing) |
 //!
 //! With `--with-candle`, the block-level measurements are repeated with
 //! candle's reference ops (`KernelBackend::Candle`) under `candle_ops`.
@@ -35,9 +37,12 @@ use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use clap::Parser;
 use noprop_block::Mode;
-use noprop_core::variant::ModelSpec;
-use noprop_core::SeededRng;
+use noprop_core::inference::{predict_runs, InferenceSettings};
+use noprop_core::variant::{ModelSpec, Variant};
+use noprop_core::{InferenceOptions, OdeSolver, SeededRng};
+use noprop_ct::{CtConfig, NoPropCt};
 use noprop_dt::{DtConfig, NoPropDt};
+use noprop_fm::{FmConfig, NoPropFm};
 use noprop_kernels::{set_kernel_backend, KernelBackend};
 use serde_json::{json, Value};
 
@@ -66,6 +71,15 @@ struct Args {
     /// Also time the block measurements with candle's reference ops.
     #[arg(long)]
     with_candle: bool,
+    /// Images of the whole-evaluation measurements (`*_eval`).
+    #[arg(long, default_value_t = 500)]
+    eval_images: usize,
+    /// ODE steps of the CT/FM whole-evaluation measurements.
+    #[arg(long, default_value_t = 1000)]
+    eval_steps: usize,
+    /// Timed runs of the whole-evaluation measurements.
+    #[arg(long, default_value_t = 3)]
+    eval_iters: usize,
     /// Also write the JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -190,6 +204,51 @@ impl Bench<'_> {
     }
 }
 
+impl Bench<'_> {
+    /// The whole inference of `--eval-images` images by each variant's
+    /// model, through `noprop_core::inference` as `noprop eval` runs it.
+    /// Freshly initialised models: the cost does not depend on the weights.
+    fn evaluations(&self, out: &mut BTreeMap<String, Value>) -> Result<()> {
+        let names = ["fm_eval", "ct_eval", "dt_eval"];
+        if !names.iter().any(|n| self.wants(n)) {
+            return Ok(());
+        }
+        let (dev, spec) = (Device::Cpu, ModelSpec::mnist());
+        let n = self.args.eval_images;
+        let images = SeededRng::new(5).normal((n, 1, 28, 28), &dev)?;
+        let options = InferenceOptions {
+            steps: Some(self.args.eval_steps),
+            solver: Some(OdeSolver::Euler),
+            deterministic: Some(false),
+        };
+        let settings = InferenceSettings::new(options);
+        for name in names {
+            if !self.wants(name) {
+                continue;
+            }
+            let model: Box<dyn Variant> = match name {
+                "fm_eval" => Box::new(NoPropFm::new(FmConfig::default(), spec, None, 7, &dev)?),
+                "ct_eval" => Box::new(NoPropCt::new(CtConfig::default(), spec, None, 7, &dev)?),
+                _ => Box::new(NoPropDt::new(DtConfig::default(), spec, None, 7, &dev)?),
+            };
+            let mut rng = SeededRng::new(8);
+            let m = median_ms(0, self.args.eval_iters, || {
+                predict_runs(model.as_ref(), &images, &settings, &mut rng)
+                    .map(drop)
+                    .map_err(Into::into)
+            })?;
+            let mut value = m.to_json();
+            value["images"] = json!(n);
+            value["ms_per_image"] = json!(m.median_ms / n as f64);
+            if name != "dt_eval" {
+                value["steps"] = json!(self.args.eval_steps);
+            }
+            out.insert(name.into(), value);
+        }
+        Ok(())
+    }
+}
+
 /// Images per second for an epoch whose unit of work is one minibatch.
 fn throughput(batch: usize, minibatch: Option<&Value>) -> Option<f64> {
     let ms = minibatch?.get("median_ms")?.as_f64()?;
@@ -220,6 +279,7 @@ fn main() -> Result<()> {
     bench.conv_stack(&mut ours, args.iters, false)?;
     bench.blocks(&mut ours, args.iters)?;
     bench.dt_minibatch(&mut ours)?;
+    bench.evaluations(&mut ours)?;
     let epoch = json!({
         "dt_images_per_s": throughput(args.batch, ours.get("dt_minibatch")),
         "dt_block_parallel_images_per_s": throughput(args.batch, ours.get("dt_minibatch_block_parallel")),
@@ -240,6 +300,8 @@ fn main() -> Result<()> {
     let report = json!({
         "implementation": "noprop-rs",
         "batch": args.batch,
+        "eval_images": args.eval_images,
+        "eval_steps": args.eval_steps,
         "rayon_threads": rayon::current_num_threads(),
         "allocator_tuned": allocator_tuned,
         "env": {

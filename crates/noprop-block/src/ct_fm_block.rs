@@ -24,6 +24,7 @@ use noprop_core::SinusoidalTimeEmbedding;
 
 use crate::config::BlockConfig;
 use crate::conv_branch::ConvBranch;
+use crate::ct_fm_ode::CtFmOde;
 use crate::layers::{linear, linear_parameters};
 use crate::mode::Mode;
 use crate::shapes::{check_features, check_latent, check_time, FEATURE_DIM};
@@ -142,6 +143,32 @@ impl CtFmBlock {
     pub fn image_features(&self, x: &Tensor, mut mode: Mode) -> Result<Tensor> {
         let h = self.image_convs.forward(x, &mut mode)?;
         self.image_fc.forward(&h)?.relu()
+    }
+
+    /// The latent, time and fusion layers as a host ODE integrator with the
+    /// first fusion layer split by input ([`CtFmOde`]), for inference;
+    /// `None` where it does not apply: a convolutional latent branch
+    /// (image-sized z), or weights that are not f32 on the CPU. The weights
+    /// are copied, so build it once per batch, after training.
+    pub fn ode(&self) -> Result<Option<CtFmOde>> {
+        let weight = self.fusion1.weight();
+        let LatentBranch::Fc(latent_fc) = &self.latent else {
+            return Ok(None);
+        };
+        if !weight.device().is_cpu() || weight.dtype() != candle_core::DType::F32 {
+            return Ok(None);
+        }
+        CtFmOde::new(
+            self.config.latent_dim,
+            self.config.num_classes,
+            latent_fc,
+            self.time_embedding,
+            &self.time_fc,
+            &self.fusion1,
+            &self.fusion2,
+            &self.out,
+        )
+        .map(Some)
     }
 
     /// Latent, time and fusion on precomputed image features:

@@ -73,6 +73,7 @@
 pub mod config;
 pub mod conv_branch;
 pub mod ct_fm_block;
+pub mod ct_fm_ode;
 pub mod dt_block;
 pub mod layers;
 pub mod mode;
@@ -81,6 +82,7 @@ pub mod shapes;
 pub use config::BlockConfig;
 pub use conv_branch::ConvBranch;
 pub use ct_fm_block::CtFmBlock;
+pub use ct_fm_ode::{evaluation_times, CtFmOde, LogitsField};
 pub use dt_block::DtBlock;
 pub use mode::Mode;
 /// The DT/CT block output `softmax(logits) @ W` and the FM block output

@@ -15,7 +15,7 @@
 
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::Linear;
-use noprop_block::{BlockConfig, CtFmBlock, Mode};
+use noprop_block::{evaluation_times, BlockConfig, CtFmBlock, LogitsField, Mode};
 use noprop_core::optim::AdamConfig;
 use noprop_core::{
     kl_prior_tensor, marginal_sample_per_row, softmax_mix, Adam, ClassEmbedding, InferenceOptions,
@@ -296,11 +296,32 @@ impl NoPropCt {
         // Nothing here is trained: detach so no graph outlives a step.
         let features = self.block.image_features(images, Mode::Eval)?.detach();
         let w = self.embedding.matrix().detach();
+        // On the CPU the ODE runs on host rows with the first fusion layer
+        // split (noprop_block::ct_fm_ode) and the schedule evaluated once per
+        // evaluation time for the whole batch; elsewhere, and for a
+        // convolutional latent branch, the block's own forward pass.
+        let ode = match self.block.ode()? {
+            Some(ode) => {
+                let times: Vec<f32> = evaluation_times(solver, steps)
+                    .iter()
+                    .map(|&t| t as f32)
+                    .collect();
+                let time_parts = ode.time_parts(&times)?;
+                let field = ProbabilityFlow::new(&self.schedule, &times, &w)?;
+                Some((ode, time_parts, field))
+            }
+            None => None,
+        };
         (0..runs)
             .map(|_| {
                 let z0 = rng.normal((b, self.embedding.dim()), &self.device)?;
-                let z1 = solver
-                    .integrate(&z0, 0.0, 1.0, steps, |z, t| self.drift(&features, &w, z, t))?;
+                let z1 = match &ode {
+                    Some((ode, time_parts, field)) => {
+                        ode.integrate(&features, &z0, solver, steps, time_parts, field)?
+                    }
+                    None => solver
+                        .integrate(&z0, 0.0, 1.0, steps, |z, t| self.drift(&features, &w, z, t))?,
+                };
                 candle_nn::ops::softmax_last_dim(&self.head.forward(&z1)?.detach())
             })
             .collect()
@@ -322,6 +343,77 @@ impl NoPropCt {
         let rate = (values.gamma_prime.detach() * -0.5)?; // [1]
         let toward = (u_hat.broadcast_mul(&ab.sqrt()?)? - z.broadcast_mul(&ab)?)?;
         Ok(toward.broadcast_mul(&rate)?.detach())
+    }
+}
+
+/// CT's field on host rows: the probability-flow drift
+/// `(-gamma'(t) / 2) (sqrt(ab(t)) u_hat - ab(t) z)`, `u_hat = softmax(logits) W`,
+/// with the schedule's terms computed once per evaluation time (one
+/// schedule evaluation for all of them) and the same f32 operations as
+/// [`NoPropCt::drift`].
+struct ProbabilityFlow {
+    /// Per evaluation time: (-gamma'/2, sqrt(ab), ab).
+    terms: Vec<(f32, f32, f32)>,
+    w: Vec<f32>,
+    m: usize,
+    d: usize,
+}
+
+impl ProbabilityFlow {
+    fn new(schedule: &LearnedSchedule, times: &[f32], w: &Tensor) -> Result<Self> {
+        let t = Tensor::from_slice(times, times.len(), schedule.device())?;
+        let values = schedule.evaluate(&t)?;
+        let host =
+            |t: &Tensor| -> Result<Vec<f32>> { t.detach().to_dtype(DType::F32)?.to_vec1::<f32>() };
+        let (gamma_prime, alpha_bar) = (host(&values.gamma_prime)?, host(&values.alpha_bar)?);
+        let terms = gamma_prime
+            .iter()
+            .zip(&alpha_bar)
+            .map(|(&gp, &ab)| (gp * -0.5, ab.sqrt(), ab))
+            .collect();
+        let (m, d) = w.dims2()?;
+        let w = w.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        Ok(Self { terms, w, m, d })
+    }
+}
+
+impl LogitsField for ProbabilityFlow {
+    fn field(&self, eval: usize, logits: &[f32], z: &[f32], out: &mut [f32]) {
+        let (rate, sqrt_ab, ab) = self.terms[eval];
+        let (m, d) = (self.m, self.d);
+        let mut p = [0f32; 64];
+        let mut p_heap = Vec::new();
+        let p: &mut [f32] = if m <= p.len() {
+            &mut p[..m]
+        } else {
+            p_heap.resize(m, 0.0);
+            &mut p_heap
+        };
+        for ((logits, z), out) in logits
+            .chunks_exact(m)
+            .zip(z.chunks_exact(d))
+            .zip(out.chunks_exact_mut(d))
+        {
+            // softmax(logits), as candle_nn::ops::softmax computes it.
+            let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            for (p, &l) in p.iter_mut().zip(logits) {
+                *p = (l - max).exp();
+            }
+            let sum: f32 = p.iter().sum();
+            for p in p.iter_mut() {
+                *p /= sum;
+            }
+            // u_hat = p W, then the drift.
+            for (j, (out, &z)) in out.iter_mut().zip(z).enumerate() {
+                let u_hat: f32 = p
+                    .iter()
+                    .zip(self.w[j..].iter().step_by(d))
+                    .map(|(p, w)| p * w)
+                    .sum();
+                let toward = u_hat * sqrt_ab - z * ab;
+                *out = toward * rate;
+            }
+        }
     }
 }
 
@@ -357,6 +449,64 @@ mod tests {
                 .unwrap();
             assert!(err < 1e-5, "t = {t}: {err}");
         }
+    }
+
+    /// The host drift (schedule terms once per time, softmax, W, the
+    /// bounded probability flow) equals the tensor drift on the same block
+    /// logits, and the host ODE integration the tensor one (2 Heun steps),
+    /// with a learned W.
+    #[test]
+    fn host_drift_and_integration_match_the_tensor_path() {
+        let dev = Device::Cpu;
+        let config = CtConfig {
+            embedding: EmbeddingKind::Learned { dim: 20 },
+            ..CtConfig::default()
+        };
+        let m = NoPropCt::new(config, ModelSpec::mnist(), None, 0, &dev).unwrap();
+        let mut rng = SeededRng::new(1);
+        let x = rng.normal((3, 1, 28, 28), &dev).unwrap();
+        let z = rng.normal((3, 20), &dev).unwrap();
+        let features = m.block.image_features(&x, Mode::Eval).unwrap();
+        let w = m.embedding.matrix().detach();
+        let times = [0.0f32, 0.3, 1.0];
+        let field = ProbabilityFlow::new(&m.schedule, &times, &w).unwrap();
+        let host = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let max_err = |a: &[f32], b: &[f32]| {
+            let scale = b.iter().fold(1e-3f32, |s, v| s.max(v.abs()));
+            a.iter()
+                .zip(b)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max)
+                / scale
+        };
+        for (e, &t) in times.iter().enumerate() {
+            let tb = Tensor::full(t, 3, &dev).unwrap();
+            let logits = m
+                .block
+                .forward_from_features(&features, &z, &tb, Mode::Eval)
+                .unwrap();
+            let mut got = vec![0f32; 3 * 20];
+            field.field(e, &host(&logits), &host(&z), &mut got);
+            let want = host(&m.drift(&features, &w, &z, f64::from(t)).unwrap());
+            let err = max_err(&got, &want);
+            assert!(err < 1e-5, "t = {t}: {err}");
+        }
+        let solver = noprop_core::OdeSolver::Heun;
+        let times: Vec<f32> = evaluation_times(solver, 2)
+            .iter()
+            .map(|&t| t as f32)
+            .collect();
+        let ode = m.block.ode().unwrap().unwrap();
+        let field = ProbabilityFlow::new(&m.schedule, &times, &w).unwrap();
+        let parts = ode.time_parts(&times).unwrap();
+        let got = ode
+            .integrate(&features, &z, solver, 2, &parts, &field)
+            .unwrap();
+        let want = solver
+            .integrate(&z, 0.0, 1.0, 2, |z, t| m.drift(&features, &w, z, t))
+            .unwrap();
+        let err = max_err(&host(&got), &host(&want));
+        assert!(err < 1e-5, "Heun: {err}");
     }
 
     #[test]

@@ -8,7 +8,8 @@
 
 use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::{Linear, Module};
-use noprop_block::{layers, BlockConfig, CtFmBlock, Mode};
+use noprop_block::ct_fm_ode::matmul_rows;
+use noprop_block::{evaluation_times, layers, BlockConfig, CtFmBlock, LogitsField, Mode};
 use noprop_core::{
     linear_mix, Adam, AdamConfig, ClassEmbedding, InferenceOptions, ModelInit, ModelSpec,
     OdeSolver, ParamStore, SeededRng,
@@ -179,10 +180,31 @@ impl NoPropFm {
         let features = self.block.image_features(images, Mode::Eval)?.detach();
         let w = self.embedding.matrix().detach();
         let d = self.embedding.dim();
+        // On the CPU the ODE runs on host rows with the first fusion layer
+        // split (noprop_block::ct_fm_ode): the time part once per step for
+        // the whole batch, the image part once per image. Elsewhere, and for
+        // a convolutional latent branch, the block's own forward pass.
+        let ode = match self.block.ode()? {
+            Some(ode) => {
+                let times: Vec<f32> = evaluation_times(solver, steps)
+                    .iter()
+                    .map(|&t| t as f32)
+                    .collect();
+                let time_parts = ode.time_parts(&times)?;
+                let field = Velocity::new(&w)?;
+                Some((ode, time_parts, field))
+            }
+            None => None,
+        };
         (0..runs)
             .map(|_| {
                 let z0 = rng.normal((batch, d), &self.device)?;
-                let z1 = self.integrate(&features, &w, &z0, steps, solver)?;
+                let z1 = match &ode {
+                    Some((ode, time_parts, field)) => {
+                        ode.integrate(&features, &z0, solver, steps, time_parts, field)?
+                    }
+                    None => self.integrate(&features, &w, &z0, steps, solver)?,
+                };
                 candle_nn::ops::softmax_last_dim(&self.embedding.neg_sq_distances(&z1)?)
             })
             .collect()
@@ -206,6 +228,28 @@ impl NoPropFm {
                 .forward_from_features(features, z, &t, Mode::Eval)?;
             Ok(linear_mix(&logits, w)?.detach())
         })
+    }
+}
+
+/// FM's field on host rows: the velocity `v_hat = logits W`, with W `[m, d]`.
+struct Velocity {
+    w: Vec<f32>,
+    m: usize,
+    d: usize,
+}
+
+impl Velocity {
+    fn new(w: &Tensor) -> Result<Self> {
+        let (m, d) = w.dims2()?;
+        let w = w.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        Ok(Self { w, m, d })
+    }
+}
+
+impl LogitsField for Velocity {
+    fn field(&self, _eval: usize, logits: &[f32], _z: &[f32], out: &mut [f32]) {
+        let rows = logits.len() / self.m;
+        matmul_rows(out, logits, &self.w, rows, self.m, self.d, false);
     }
 }
 

@@ -12,6 +12,7 @@
 //! | [`conv2d_relu_pool2x2`] | `y = maxpool2x2(relu(w ⋆ x + b))` | as [`conv2d`], then `[B, C_out, OH/2, OW/2]` |
 //! | [`conv2d_relu_masked`], [`conv2d_relu_pool2x2_masked`] | the same times a constant `mask` of the output's shape (inverted dropout) | as above |
 //! | [`max_pool2x2`] | `y[i, j] = max of x[2i..2i+2, 2j..2j+2]` | `[B, C, H, W]` -> `[B, C, H/2, W/2]` |
+//! | [`dense::matmul_rows`] | `dst (+)= lhs · rhs` on plain row-major slices, single-threaded (inference loops with reused buffers) | `[rows, k] · [k, n]` |
 //!
 //! ## How they are fast
 //!
@@ -63,6 +64,7 @@ mod allocator;
 mod backend;
 mod conv;
 mod cpu_data;
+pub mod dense;
 pub mod fast;
 mod im2col;
 mod matmul;
