@@ -76,7 +76,7 @@ pub use kl::{kl_prior, kl_prior_tensor};
 pub use marginal::{marginal_sample, marginal_sample_per_row, marginal_with_noise};
 pub use mix::{linear_mix, softmax_mix};
 pub use ode::OdeSolver;
-pub use optim::{Adam, AdamConfig, ParamGroup};
+pub use optim::{Adam, AdamConfig, LrSchedule, LrScheduleKind, ParamGroup};
 pub use params::ParamStore;
 pub use rng::SeededRng;
 pub use schedule::{

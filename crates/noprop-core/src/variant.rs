@@ -178,6 +178,12 @@ pub trait Variant {
         rng: &mut SeededRng,
     ) -> Result<Vec<Tensor>>;
 
+    /// Multiplies every learning rate of the variant's optimizers by
+    /// `factor` (>= 0) from the next step on: the trainer's run-long
+    /// schedule ([`crate::LrSchedule`]). 1 restores the configured rates;
+    /// a variant's own adjustments (a warm-up) apply on top.
+    fn set_lr_factor(&mut self, factor: f64) -> Result<()>;
+
     /// The model's variables (parameters and buffers), sorted by name.
     fn params(&self) -> &ParamStore;
 

@@ -50,6 +50,18 @@ impl Variant for NoPropDt {
         self.predict_runs_batch(images, options, runs, rng)
     }
 
+    /// Every block's optimizer and the head/W optimizer(s) alike.
+    fn set_lr_factor(&mut self, factor: f64) -> Result<()> {
+        for optimizer in self
+            .block_optimizers
+            .iter_mut()
+            .chain(self.head_optimizers.iter_mut())
+        {
+            optimizer.set_schedule_factor(factor)?;
+        }
+        Ok(())
+    }
+
     fn params(&self) -> &ParamStore {
         &self.store
     }

@@ -54,6 +54,10 @@ impl Variant for NoPropFm {
         self.predict_runs_batch(images, options, runs, rng)
     }
 
+    fn set_lr_factor(&mut self, factor: f64) -> Result<()> {
+        self.optimizer.set_schedule_factor(factor)
+    }
+
     fn params(&self) -> &ParamStore {
         &self.store
     }

@@ -15,6 +15,7 @@
 //! validation = 0
 //!
 //! [eval]                    # inference used for the per-epoch evaluation
+//! [lr_schedule]             # kind = "constant" | "cosine", warmup_steps, min_factor
 //! batch_size = 500
 //!
 //! [dt]                      # the variant's own configuration (its crate's Config)
@@ -35,7 +36,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use noprop_core::{InferenceOptions, InferenceSettings, OdeSolver};
+use noprop_core::{InferenceOptions, InferenceSettings, LrSchedule, OdeSolver};
 use noprop_data::{DatasetConfig, DatasetKind};
 use serde::{Deserialize, Serialize};
 use toml::{Table, Value};
@@ -71,6 +72,11 @@ pub struct RunConfig {
     pub data: DataConfig,
     /// Inference used for the per-epoch evaluation.
     pub eval: EvalConfig,
+    /// The learning-rate schedule over the whole run (every step's factor
+    /// on the variant's configured rates; default constant). It depends on
+    /// the run's total steps, so `--resume --epochs N` with a new N
+    /// changes it from the resumed step on.
+    pub lr_schedule: LrSchedule,
     /// Every other top-level key: the variant sections (`[dt]`: the
     /// variant crate's config). Once resolved, only the selected variant's
     /// section is left, with every default filled in; an unknown key is an
@@ -92,6 +98,7 @@ impl Default for RunConfig {
             save_every_steps: 0,
             data: DataConfig::default(),
             eval: EvalConfig::default(),
+            lr_schedule: LrSchedule::default(),
             sections: BTreeMap::new(),
         }
     }
@@ -315,7 +322,7 @@ impl RunConfig {
         for (key, value) in std::mem::take(&mut self.sections) {
             if !names.contains(&key.as_str()) {
                 bail!(
-                    "unknown configuration key `{key}` (the top-level keys are {}, [data], [eval] \
+                    "unknown configuration key `{key}` (the top-level keys are {}, [data], [eval], [lr_schedule] \
                      and the variant sections [{}])",
                     TOP_LEVEL_KEYS.join(", "),
                     names.join("], [")
@@ -413,6 +420,7 @@ impl RunConfig {
             }
         }
         self.data.dataset_config()?;
+        self.lr_schedule.validate()?;
         Ok(())
     }
 
@@ -500,9 +508,24 @@ mod tests {
             Override::flag("--epochs", &["epochs"], 5),
             Override::parse_set("beta.eta=0.25").unwrap(),
         ];
-        let config = RunConfig::load(Some(&path), &overrides, &Fill).unwrap();
+        let mut config = RunConfig::load(Some(&path), &overrides, &Fill).unwrap();
         assert_eq!(config.variant, "beta");
         assert_eq!(config.epochs, 5);
+        assert!(config.lr_schedule.is_constant());
+        let cosine = [
+            Override::parse_set("lr_schedule.kind=cosine").unwrap(),
+            Override::parse_set("lr_schedule.warmup_steps=100").unwrap(),
+        ];
+        let scheduled = RunConfig::load(Some(&path), &cosine, &Fill).unwrap();
+        assert_eq!(
+            scheduled.lr_schedule,
+            noprop_core::LrSchedule {
+                kind: noprop_core::LrScheduleKind::Cosine,
+                warmup_steps: 100,
+                min_factor: 0.0,
+            }
+        );
+        config.lr_schedule = scheduled.lr_schedule;
         assert_eq!(config.data.train_limit, Some(100));
         let beta = config.variant_section().unwrap();
         assert_eq!(beta["lr"], Value::Float(0.5));
@@ -542,6 +565,15 @@ mod tests {
                 "data.mean",
             ),
             ("variant = \"alpha\"\n[eval]\nstep = 2\n", "step"),
+            (
+                "variant = \"alpha\"\n[lr_schedule]\nkind = \"step\"\n",
+                "step",
+            ),
+            (
+                "variant = \"alpha\"\n[lr_schedule]\nmin_factor = 2.0\n",
+                "lr_schedule.min_factor",
+            ),
+            ("variant = \"alpha\"\n[lr_schedule]\nfloor = 0.1\n", "floor"),
             ("variant = [\n", "not valid TOML"),
         ];
         for (text, expected) in cases {

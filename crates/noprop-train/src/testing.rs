@@ -28,6 +28,10 @@ pub struct LinearSoftmax {
     name: &'static str,
     /// Learning rate; public so a test can make training diverge.
     pub lr: f64,
+    /// The trainer's schedule factor (`Variant::set_lr_factor`).
+    pub lr_factor: f64,
+    /// Every factor the trainer set, in order (for the schedule tests).
+    pub lr_factors_seen: Vec<f64>,
     momentum: f64,
     input_noise: f32,
 }
@@ -56,6 +60,8 @@ impl LinearSoftmax {
             spec,
             name: TEST_VARIANT,
             lr: 0.05,
+            lr_factor: 1.0,
+            lr_factors_seen: Vec::new(),
             momentum: 0.9,
             input_noise: 0.1,
         })
@@ -100,7 +106,7 @@ impl Variant for LinearSoftmax {
         ] {
             let g = grads.get(var).expect("the loss depends on every parameter");
             *velocity = ((&*velocity * self.momentum)? + g)?;
-            var.set(&(var.as_tensor() - (&*velocity * self.lr)?)?)?;
+            var.set(&(var.as_tensor() - (&*velocity * (self.lr * self.lr_factor))?)?)?;
         }
         self.steps += 1;
         let loss = loss.to_scalar::<f32>()? as f64;
@@ -120,6 +126,12 @@ impl Variant for LinearSoftmax {
     ) -> Result<Vec<Tensor>> {
         let probs = candle_nn::ops::softmax_last_dim(&self.logits(images)?)?;
         Ok(vec![probs; runs])
+    }
+
+    fn set_lr_factor(&mut self, factor: f64) -> Result<()> {
+        self.lr_factor = factor;
+        self.lr_factors_seen.push(factor);
+        Ok(())
     }
 
     fn params(&self) -> &ParamStore {
@@ -258,6 +270,9 @@ impl Variant for Scripted<'_> {
         rng: &mut SeededRng,
     ) -> Result<Vec<Tensor>> {
         self.inner.predict_runs(images, options, runs, rng)
+    }
+    fn set_lr_factor(&mut self, factor: f64) -> Result<()> {
+        self.inner.set_lr_factor(factor)
     }
     fn params(&self) -> &ParamStore {
         self.inner.params()

@@ -186,6 +186,8 @@ impl Trainer<'_> {
         let baseline_rss_bytes = crate::memory::current_rss_bytes();
         let memory = crate::memory::PeakSampler::start();
         let mut last_epoch = None;
+        // The schedule's factor of the latest step (for the metrics).
+        let mut lr_factor = 1.0;
 
         while state.epochs_done < config.epochs {
             let epoch = state.epochs_done;
@@ -196,9 +198,16 @@ impl Trainer<'_> {
                 .batches(config.batch_size, Some((config.seed, epoch as u64)))?
                 .drop_last(config.data.drop_last);
             let n_batches = batches.len();
+            // Every epoch has the same batches, so the run has this many steps.
+            let total_steps = (n_batches * config.epochs) as u64;
             progress.start_epoch(n_batches, state.batch_in_epoch);
             for (index, batch) in batches.enumerate().skip(state.batch_in_epoch) {
                 let (images, labels) = batch?;
+                if !config.lr_schedule.is_constant() {
+                    let factor = config.lr_schedule.factor(state.step + 1, total_steps);
+                    model.set_lr_factor(factor)?;
+                    lr_factor = factor;
+                }
                 let started = Instant::now();
                 let report = model.train_step(&images, &labels, &mut rng)?;
                 let seconds = started.elapsed().as_secs_f64();
@@ -247,7 +256,7 @@ impl Trainer<'_> {
             }
 
             let train_peak_rss_bytes = memory.take_peak();
-            let mut metrics = self.finish_epoch(model, &mut state, &progress)?;
+            let mut metrics = self.finish_epoch(model, &mut state, &progress, lr_factor)?;
             metrics.memory = crate::memory::MemoryUsage {
                 train_peak_rss_bytes,
                 eval_peak_rss_bytes: memory.take_peak(),
@@ -273,6 +282,7 @@ impl Trainer<'_> {
         model: &dyn Variant,
         state: &mut TrainerState,
         progress: &Progress,
+        lr_factor: f64,
     ) -> Result<EpochMetrics> {
         let config = self.config;
         let settings = config.eval.settings();
@@ -296,7 +306,12 @@ impl Trainer<'_> {
         }
         eval_seconds += evaluation.seconds;
         metrics.eval_seconds = eval_seconds;
-        metrics.learning_rate = model.config_json()?.get("lr").and_then(|v| v.as_f64());
+        // The configured rate times the schedule's factor of the last step.
+        metrics.learning_rate = model
+            .config_json()?
+            .get("lr")
+            .and_then(|v| v.as_f64())
+            .map(|lr| lr * lr_factor);
 
         if let Some(best) =
             self.checkpointer()
@@ -592,6 +607,65 @@ mod tests {
             .run(&mut model(), None)
             .unwrap();
         assert_ne!(tensor_bits(&other.path().join(LAST_CHECKPOINT)), expected);
+    }
+
+    /// A cosine schedule with warm-up: the model is given the schedule's
+    /// factor before every step (computed over the run's 12 steps), the
+    /// metrics report the rate in use, and a run interrupted mid-epoch
+    /// resumes bitwise, schedule included.
+    #[test]
+    fn the_lr_schedule_reaches_every_step_and_resumes_exactly() {
+        let fx = Fixture::new();
+        let mut cosine = config(2);
+        cosine.lr_schedule = noprop_core::LrSchedule {
+            kind: noprop_core::LrScheduleKind::Cosine,
+            warmup_steps: 3,
+            min_factor: 0.1,
+        };
+        let straight = tempfile::tempdir().unwrap();
+        let mut m = model();
+        fx.trainer(&cosine, straight.path(), None)
+            .run(&mut m, None)
+            .unwrap();
+        let want: Vec<f64> = (1..=12).map(|k| cosine.lr_schedule.factor(k, 12)).collect();
+        assert_eq!(m.lr_factors_seen, want);
+        assert_eq!(&want[..4], &[1.0 / 3.0, 2.0 / 3.0, 1.0, 1.0]);
+        let lines = MetricsLog::new(straight.path()).read().unwrap();
+        assert_eq!(lines[0].learning_rate, Some(0.05 * want[5]));
+        assert_eq!(lines[1].learning_rate, Some(0.05 * want[11]));
+
+        let interrupted = tempfile::tempdir().unwrap();
+        let stop = AtomicBool::new(false);
+        let mut scripted = Scripted::new(model());
+        scripted.stop_at = Some((8, &stop));
+        fx.trainer(&cosine, interrupted.path(), Some(&stop))
+            .run(&mut scripted, None)
+            .unwrap();
+        let checkpoint =
+            Checkpoint::load(&interrupted.path().join(LAST_CHECKPOINT), &Device::Cpu).unwrap();
+        let mut resumed = model();
+        fx.trainer(&cosine, interrupted.path(), None)
+            .run(&mut resumed, Some(&checkpoint))
+            .unwrap();
+        assert_eq!(resumed.lr_factors_seen, &want[8..]);
+        let expected = tensor_bits(&straight.path().join(LAST_CHECKPOINT));
+        assert_eq!(
+            tensor_bits(&interrupted.path().join(LAST_CHECKPOINT)),
+            expected
+        );
+
+        // The schedule changes the weights (the comparison can fail), and
+        // the constant default never calls the model.
+        let constant = tempfile::tempdir().unwrap();
+        let mut m = model();
+        fx.trainer(&config(2), constant.path(), None)
+            .run(&mut m, None)
+            .unwrap();
+        assert!(m.lr_factors_seen.is_empty());
+        assert_ne!(
+            tensor_bits(&constant.path().join(LAST_CHECKPOINT)),
+            expected
+        );
     }
 
     #[test]

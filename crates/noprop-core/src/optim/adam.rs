@@ -147,6 +147,10 @@ pub struct Adam {
     /// Multiplies every group's learning rate (a warm-up or decay schedule
     /// on top of per-group rates); 1 by default.
     lr_scale: f64,
+    /// A second multiplier, set by the caller that drives training (the
+    /// trainer's run-long schedule), so that it composes with a variant's
+    /// own `lr_scale` (CT's warm-up); 1 by default.
+    schedule_factor: f64,
     state: BTreeMap<String, Moments>,
 }
 
@@ -183,6 +187,7 @@ impl Adam {
             config,
             groups: built,
             lr_scale: 1.0,
+            schedule_factor: 1.0,
             state: BTreeMap::new(),
         })
     }
@@ -239,17 +244,34 @@ impl Adam {
         Ok(())
     }
 
-    /// The learning rate of group 0 in use (scale included; 0 when there are
-    /// no groups).
+    /// Multiplies every group's learning rate by `factor` from the next
+    /// step on, on top of [`Adam::set_lr_scale`]: the run-long schedule of
+    /// whoever drives training ([`crate::LrSchedule`]).
+    pub fn set_schedule_factor(&mut self, factor: f64) -> Result<()> {
+        if !(factor.is_finite() && factor >= 0.0) {
+            candle_core::bail!("adam: schedule factor must be finite and >= 0, got {factor}");
+        }
+        self.schedule_factor = factor;
+        Ok(())
+    }
+
+    /// A group's base rate times both multipliers. With both at 1 this is
+    /// the base rate bitwise (x * 1.0 == x).
+    fn effective_lr(&self, group_lr: f64) -> f64 {
+        group_lr * self.lr_scale * self.schedule_factor
+    }
+
+    /// The learning rate of group 0 in use (scale and schedule included; 0
+    /// when there are no groups).
     pub fn lr(&self) -> f64 {
-        self.groups.first().map_or(0.0, |g| g.lr * self.lr_scale)
+        self.groups.first().map_or(0.0, |g| self.effective_lr(g.lr))
     }
 
     /// A group's (learning rate in use, scale included; weight decay).
     pub fn group_hyperparameters(&self, group: usize) -> Option<(f64, f64)> {
         self.groups
             .get(group)
-            .map(|g| (g.lr * self.lr_scale, g.weight_decay))
+            .map(|g| (self.effective_lr(g.lr), g.weight_decay))
     }
 
     /// The number of updates parameter `name` has received.
@@ -273,7 +295,7 @@ impl Adam {
             ..
         } = self.config;
         for group in &self.groups {
-            let (lr, wd) = (group.lr * self.lr_scale, group.weight_decay);
+            let (lr, wd) = (self.effective_lr(group.lr), group.weight_decay);
             for (name, var) in &group.params {
                 let Some(grad) = grads.get(var.as_tensor()) else {
                     continue;
@@ -807,6 +829,12 @@ mod tests {
         opt.set_lr_scale(0.5).unwrap();
         assert_eq!(opt.group_hyperparameters(1), Some((0.25, 0.0)));
         assert!(opt.set_lr_scale(f64::NAN).is_err());
+        // The schedule factor multiplies on top of the scale.
+        opt.set_schedule_factor(0.5).unwrap();
+        assert_eq!(opt.group_hyperparameters(1), Some((0.125, 0.0)));
+        assert!(opt.set_schedule_factor(-1.0).is_err());
+        assert!(opt.set_schedule_factor(f64::INFINITY).is_err());
+        opt.set_schedule_factor(1.0).unwrap();
         opt.set_lr_scale(1.0).unwrap();
 
         let good: HashMap<String, Tensor> = opt.state().unwrap().into_iter().collect();

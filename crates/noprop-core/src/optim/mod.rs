@@ -6,5 +6,7 @@
 //! exports its state as named tensors for checkpoints.
 
 pub mod adam;
+pub mod lr_schedule;
 
 pub use adam::{Adam, AdamConfig, ParamGroup};
+pub use lr_schedule::{LrSchedule, LrScheduleKind};
