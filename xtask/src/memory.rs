@@ -60,6 +60,11 @@ pub struct MemoryArgs {
     /// Use this `noprop` binary instead of building one.
     #[arg(long, value_name = "BIN")]
     pub noprop: Option<PathBuf>,
+    /// Where to train: on cuda the tables add each run's peak device memory
+    /// (nvidia-smi's figure for the process; use another --out, e.g.
+    /// docs/results/memory-cuda).
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: Device,
 }
 
 /// One measurement.
@@ -85,7 +90,7 @@ pub fn run(args: &MemoryArgs) -> Result<()> {
     let workspace = workspace_root();
     let noprop = match &args.noprop {
         Some(bin) => bin.clone(),
-        None => build_noprop(&workspace, Device::Cpu, false)?,
+        None => build_noprop(&workspace, args.device, false)?,
     };
     let runs = absolute(&args.runs, &workspace);
     let out = absolute(&args.out, &workspace);
@@ -131,6 +136,8 @@ pub fn run(args: &MemoryArgs) -> Result<()> {
             .arg("--set")
             .arg("train_accuracy_every=0")
             .arg("--no-progress")
+            .arg("--device")
+            .arg(args.device.name())
             .arg("--out")
             .arg(&dir);
         process::run(&mut train)?;
@@ -151,6 +158,12 @@ pub fn run(args: &MemoryArgs) -> Result<()> {
                 summary_path.display()
             );
         };
+        if args.device == Device::Cuda && field("train_peak_device_bytes").is_none() {
+            bail!(
+                "{} has no peak device memory: nvidia-smi could not be run during training",
+                summary_path.display()
+            );
+        }
         rows.push(json!({
             "variant": case.variant,
             "blocks": case.blocks,
@@ -160,10 +173,11 @@ pub fn run(args: &MemoryArgs) -> Result<()> {
             "baseline_rss_bytes": baseline,
             "train_peak_rss_bytes": peak,
             "growth_during_training_bytes": peak.saturating_sub(baseline),
+            "train_peak_device_bytes": field("train_peak_device_bytes"),
         }));
     }
     let command = format!(
-        "cargo xtask memory --variant {} --baseline {} --blocks {} --compare-blocks {} --steps {} --batch-size {}",
+        "cargo xtask memory --variant {} --baseline {} --blocks {} --compare-blocks {} --steps {} --batch-size {}{}",
         args.variant,
         args.baseline,
         args.blocks
@@ -173,7 +187,8 @@ pub fn run(args: &MemoryArgs) -> Result<()> {
             .join(","),
         args.compare_blocks,
         args.steps,
-        args.batch_size
+        args.batch_size,
+        if args.device == Device::Cuda { " --device cuda" } else { "" }
     );
     let date = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
     let report = json!({
@@ -207,6 +222,7 @@ fn render(report: &Value, compare_blocks: usize) -> String {
     let rows = report["rows"].as_array().cloned().unwrap_or_default();
     let variant = report["variant"].as_str().unwrap_or("");
     let baseline = report["baseline"].as_str().unwrap_or("");
+    let device = rows.iter().any(|r| r["train_peak_device_bytes"].is_u64());
     let mut md = format!("# Training memory: {variant} and {baseline}\n\n");
     md.push_str(&format!(
         "`{}` ({}), on this project's 2-core CPU machine: {} minibatches of {} MNIST \
@@ -220,37 +236,58 @@ fn render(report: &Value, compare_blocks: usize) -> String {
         report["steps"],
         report["batch_size"]
     ));
+    if device {
+        md.push_str(
+            "`device peak`: the process's peak GPU memory during the training steps as the \
+             driver reports it (nvidia-smi every 0.5 s): CUDA context, tensors, library \
+             workspaces.\n\n",
+        );
+    }
+    let (extra_head, extra_rule) = if device {
+        (" device peak |", "---:|")
+    } else {
+        ("", "")
+    };
     md.push_str(&format!(
         "## The same T = {compare_blocks} blocks, data and batch\n\n\
-         | variant | parameters | params + Adam | baseline | peak | peak - baseline |\n\
-         |---|---:|---:|---:|---:|---:|\n"
+         | variant | parameters | params + Adam | baseline | peak | peak - baseline |{extra_head}\n\
+         |---|---:|---:|---:|---:|---:|{extra_rule}\n"
     ));
     for row in rows.iter().filter(|r| r["blocks"] == compare_blocks) {
-        md.push_str(&table_row(row, row["variant"].as_str().unwrap_or("")));
+        md.push_str(&table_row(
+            row,
+            row["variant"].as_str().unwrap_or(""),
+            device,
+        ));
     }
     md.push_str(&format!(
         "\n## {variant} for several T\n\n\
-         | T | parameters | params + Adam | baseline | peak | peak - baseline |\n\
-         |---:|---:|---:|---:|---:|---:|\n"
+         | T | parameters | params + Adam | baseline | peak | peak - baseline |{extra_head}\n\
+         |---:|---:|---:|---:|---:|---:|{extra_rule}\n"
     ));
     let mut dt: Vec<&Value> = rows.iter().filter(|r| r["variant"] == variant).collect();
     dt.sort_by_key(|r| r["blocks"].as_u64());
     dt.dedup_by_key(|r| r["blocks"].as_u64());
     for row in dt {
-        md.push_str(&table_row(row, &row["blocks"].to_string()));
+        md.push_str(&table_row(row, &row["blocks"].to_string(), device));
     }
     md
 }
 
-fn table_row(row: &Value, first: &str) -> String {
-    format!(
-        "| {first} | {} | {} | {} | {} | {} |\n",
+fn table_row(row: &Value, first: &str, device: bool) -> String {
+    let mut line = format!(
+        "| {first} | {} | {} | {} | {} | {} |",
         row["parameters"],
         mib(&row["parameter_and_optimizer_bytes"]),
         mib(&row["baseline_rss_bytes"]),
         mib(&row["train_peak_rss_bytes"]),
         mib(&row["growth_during_training_bytes"]),
-    )
+    );
+    if device {
+        line.push_str(&format!(" {} |", mib(&row["train_peak_device_bytes"])));
+    }
+    line.push('\n');
+    line
 }
 
 #[cfg(test)]
@@ -273,5 +310,27 @@ mod tests {
         assert!(md.contains("| b | 1000 | 0 | 100 | 470 | 370 |"), "{md}");
         assert!(md.contains("| 2 | 1000 | 0 | 100 | 150 | 50 |"), "{md}");
         assert!(!md.contains("| 20 |"), "{md}");
+        assert!(!md.contains("device peak"), "{md}");
+
+        // On a GPU: the device column.
+        let mut report = report;
+        for (row, mib) in report["rows"]
+            .as_array_mut()
+            .unwrap()
+            .iter_mut()
+            .zip([300u64, 500, 900])
+        {
+            row["train_peak_device_bytes"] = json!(mib << 20);
+        }
+        let md = render(&report, 10);
+        assert!(md.contains("| variant | parameters | params + Adam | baseline | peak | peak - baseline | device peak |"), "{md}");
+        assert!(
+            md.contains("| b | 1000 | 0 | 100 | 470 | 370 | 900 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| 2 | 1000 | 0 | 100 | 150 | 50 | 300 |"),
+            "{md}"
+        );
     }
 }

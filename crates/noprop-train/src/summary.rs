@@ -62,6 +62,14 @@ pub struct RunSummary {
     pub eval_peak_rss_bytes: Option<u64>,
     /// Resident memory before the first step of the last process.
     pub baseline_rss_bytes: Option<u64>,
+    /// Peak device memory of the process during the training steps (CUDA
+    /// runs, through nvidia-smi: [`crate::memory::DeviceMemorySampler`]);
+    /// absent on the CPU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_peak_device_bytes: Option<u64>,
+    /// The same during the per-epoch evaluations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_peak_device_bytes: Option<u64>,
     /// The last epoch's running train accuracy.
     pub train_accuracy: Option<f64>,
     /// The last epoch's test accuracy.
@@ -93,6 +101,8 @@ mod tests {
             train_seconds: 12.5,
             train_peak_rss_bytes: Some(1 << 30),
             eval_peak_rss_bytes: Some(1 << 29),
+            train_peak_device_bytes: Some(3 << 28),
+            eval_peak_device_bytes: None,
             baseline_rss_bytes: None,
             train_accuracy: Some(0.5),
             test_accuracy: Some(0.75),

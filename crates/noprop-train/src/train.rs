@@ -185,6 +185,15 @@ impl Trainer<'_> {
         let checkpointer = self.checkpointer();
         let baseline_rss_bytes = crate::memory::current_rss_bytes();
         let memory = crate::memory::PeakSampler::start();
+        let device_memory = if config.device == crate::device::DeviceChoice::Cuda {
+            let sampler = crate::memory::DeviceMemorySampler::start_nvidia_smi();
+            if sampler.is_none() {
+                tracing::warn!("peak device memory is not measured: nvidia-smi could not be run");
+            }
+            sampler
+        } else {
+            None
+        };
         let mut last_epoch = None;
         // The schedule's factor of the latest step (for the metrics).
         let mut lr_factor = 1.0;
@@ -256,11 +265,14 @@ impl Trainer<'_> {
             }
 
             let train_peak_rss_bytes = memory.take_peak();
+            let train_peak_device_bytes = device_memory.as_ref().and_then(|d| d.take_peak());
             let mut metrics = self.finish_epoch(model, &mut state, &progress, lr_factor)?;
             metrics.memory = crate::memory::MemoryUsage {
                 train_peak_rss_bytes,
                 eval_peak_rss_bytes: memory.take_peak(),
                 baseline_rss_bytes,
+                train_peak_device_bytes,
+                eval_peak_device_bytes: device_memory.as_ref().and_then(|d| d.take_peak()),
             };
             log.append(&metrics)?;
             let path = self.save(model, &state, &rng, metrics.best)?;

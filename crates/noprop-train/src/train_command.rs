@@ -421,6 +421,14 @@ fn report(
             .filter_map(|m| m.memory.eval_peak_rss_bytes)
             .max(),
         baseline_rss_bytes: last.as_ref().and_then(|m| m.memory.baseline_rss_bytes),
+        train_peak_device_bytes: epochs
+            .iter()
+            .filter_map(|m| m.memory.train_peak_device_bytes)
+            .max(),
+        eval_peak_device_bytes: epochs
+            .iter()
+            .filter_map(|m| m.memory.eval_peak_device_bytes)
+            .max(),
         train_accuracy: last.as_ref().and_then(|m| m.train_accuracy),
         test_accuracy: last.as_ref().map(|m| m.test_accuracy),
         validation_accuracy: last.as_ref().and_then(|m| m.validation_accuracy),

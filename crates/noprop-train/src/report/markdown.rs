@@ -148,6 +148,22 @@ pub fn summary_table(rows: &[RunRow]) -> String {
             }
         }),
     ]);
+    if rows.iter().any(|r| r.train_peak_device_mib.is_some()) {
+        // Beside the resident memory: before parameters, accuracy per
+        // parameter and epochs, the last three columns.
+        let at = columns.len() - 3;
+        columns.insert(
+            at,
+            column(
+                "peak device memory, training (MiB)",
+                "---:",
+                |r: &&RunRow| {
+                    r.train_peak_device_mib
+                        .map_or("n/a".to_owned(), |m| thousands(m.round() as u64))
+                },
+            ),
+        );
+    }
     if has_validation(rows) {
         columns.push(column(
             "best validation (epoch)",
@@ -208,6 +224,9 @@ fn summary_notes(rows: &[RunRow]) -> String {
          during the training steps, sampled (Linux VmRSS every 5 ms): data, model, optimizer \
          state, activations, allocator caches and the binary; the evaluations' own peak is in \
          report.json. \
+         Peak device memory (CUDA runs only) is the process's memory on the GPU as the driver \
+         reports it (nvidia-smi, sampled every 0.5 s): CUDA context, tensors and library \
+         workspaces. \
          Accuracy per million parameters is test accuracy (%) divided by parameters / 10^6.\n",
     );
     if several_runs(rows) {

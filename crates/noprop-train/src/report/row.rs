@@ -91,6 +91,12 @@ pub struct RunRow {
     pub train_peak_rss_mib: Option<f64>,
     /// Peak resident memory during the per-epoch evaluations.
     pub eval_peak_rss_bytes: Option<u64>,
+    /// Peak device memory of the process during the training steps (CUDA
+    /// runs; [`crate::memory::DeviceMemorySampler`]).
+    pub train_peak_device_bytes: Option<u64>,
+    /// The same in MiB: the table's device memory (a column only when some
+    /// run has it).
+    pub train_peak_device_mib: Option<f64>,
     pub parameters: Option<u64>,
     /// Test accuracy in percent per million parameters.
     pub accuracy_per_million_params: Option<f64>,
@@ -151,6 +157,10 @@ impl RunRow {
             |e| e.memory.train_peak_rss_bytes,
         );
         let eval_peak_rss_bytes = peak(|s| s.eval_peak_rss_bytes, |e| e.memory.eval_peak_rss_bytes);
+        let train_peak_device_bytes = peak(
+            |s| s.train_peak_device_bytes,
+            |e| e.memory.train_peak_device_bytes,
+        );
         let parameters = run
             .summary
             .as_ref()
@@ -193,6 +203,8 @@ impl RunRow {
             train_peak_rss_bytes,
             train_peak_rss_mib: train_peak_rss_bytes.map(|b| b as f64 / MIB),
             eval_peak_rss_bytes,
+            train_peak_device_bytes,
+            train_peak_device_mib: train_peak_device_bytes.map(|b| b as f64 / MIB),
             parameters,
             accuracy_per_million_params,
             eval_settings: run.eval.as_ref().map(|e| e.settings.clone()),
@@ -286,8 +298,19 @@ mod tests {
         sum.parameters = 2_000_000;
         sum.train_peak_rss_bytes = Some(3 << 29);
         sum.eval_peak_rss_bytes = None;
+        sum.train_peak_device_bytes = Some(700 << 20);
         r.summary = Some(sum);
         let s = RunRow::from_run(&r);
+        assert_eq!(s.train_peak_device_mib, Some(700.0));
+        let table = crate::report::markdown::summary_table(std::slice::from_ref(&s));
+        assert!(
+            table.contains("| peak device memory, training (MiB) |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| 1,536 | 700 | 2,000,000 | 48.0 |"),
+            "{table}"
+        );
         assert_eq!(s.test_accuracy, Some(0.96));
         assert_eq!(s.test_accuracy_source, TestSource::Eval);
         assert_eq!(s.inference_runs, 3);

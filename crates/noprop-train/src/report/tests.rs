@@ -56,6 +56,7 @@ pub(crate) fn epoch_line(n: usize, acc: f64) -> EpochMetrics {
         train_peak_rss_bytes: Some((300 + 10 * (n as u64 - 1)) * MIB),
         eval_peak_rss_bytes: Some(400 * MIB),
         baseline_rss_bytes: Some(200 * MIB),
+        ..MemoryUsage::default()
     };
     e
 }
@@ -132,6 +133,8 @@ pub(crate) fn summary(dir: &Path, variant: &str) -> RunSummary {
         train_peak_rss_bytes: Some(1536 * MIB),
         eval_peak_rss_bytes: Some(1600 * MIB),
         baseline_rss_bytes: Some(200 * MIB),
+        train_peak_device_bytes: None,
+        eval_peak_device_bytes: None,
         train_accuracy: Some(0.83),
         test_accuracy: Some(0.85),
         validation_accuracy: None,
