@@ -57,6 +57,14 @@ pub struct BenchArgs {
     /// Comma-separated measurement names (default: all).
     #[arg(long, default_value = "")]
     pub only: String,
+    /// Run PyTorch with `OMP_WAIT_POLICY=PASSIVE`: its OpenMP threads then
+    /// sleep instead of spinning between parallel regions. On a machine
+    /// where another process holds a core, spinning threads wait on each
+    /// other (measured: a CT/FM step at batch 500 took 92 ms with 2 spinning
+    /// threads, 2.7 ms passive, 2.4 ms with 1 thread), so the 2-thread
+    /// comparison is only meaningful this way under load.
+    #[arg(long)]
+    pub torch_omp_passive: bool,
     /// Skip PyTorch even if it is installed.
     #[arg(long)]
     pub no_torch: bool,
@@ -215,6 +223,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         )?);
         if with_torch {
             let mut cmd = Command::new("python3");
+            if args.torch_omp_passive {
+                cmd.env("OMP_WAIT_POLICY", "PASSIVE");
+            }
             cmd.current_dir(&root)
                 .args([
                     "bench/torch_blocks.py",
@@ -329,6 +340,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         "eval_steps": args.eval_steps,
         "threads": args.threads,
         "candle_num_threads": args.candle_threads,
+        "torch_omp_wait_policy": if args.torch_omp_passive { "PASSIVE" } else { "default" },
         "rounds": args.rounds,
         "torch_version": torch.first().and_then(|t| t.get("torch_version")).cloned(),
         "results": rows,
@@ -336,8 +348,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         "raw": { "noprop_rs": ours, "pytorch": torch },
     });
     let mut md = format!(
-        "# Benchmark {started}\n\n`{command}`\n\nmachine: {}\n\nthreads: {}, CANDLE_NUM_THREADS={}, batch {}, {} round(s); load average {:?} -> {:?}\n\n{table}{evals}\nepoch throughput (images/s): {}\n",
-        report["machine"], args.threads, args.candle_threads, args.batch, args.rounds,
+        "# Benchmark {started}\n\n`{command}`\n\nmachine: {}\n\nthreads: {}, CANDLE_NUM_THREADS={}, PyTorch OMP_WAIT_POLICY={}, batch {}, {} round(s); load average {:?} -> {:?}\n\n{table}{evals}\nepoch throughput (images/s): {}\n",
+        report["machine"], args.threads, args.candle_threads, report["torch_omp_wait_policy"].as_str().unwrap_or("default"), args.batch, args.rounds,
         load_before, load_average(), serde_json::to_string(&epoch)?,
     );
     if !with_torch {

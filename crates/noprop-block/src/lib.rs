@@ -21,7 +21,12 @@
 //! seeded generator and uses BatchNorm batch statistics (updating the running
 //! statistics), `Eval` is deterministic. The image branch can be run alone
 //! (`image_features`) and its output reused with `forward_from_features`,
-//! so CT/FM inference computes it once for all ODE steps.
+//! so CT/FM inference computes it once for all ODE steps. On the CPU,
+//! CT/FM inference goes further ([`ct_fm_ode`], from [`CtFmBlock::ode`]):
+//! the first fusion layer is split by input so that its image part is
+//! computed once per image and its time part once per time for the whole
+//! batch, and the ODE runs on host rows in fixed groups, one thread each,
+//! with no tensor or allocation per step.
 //!
 //! Blocks are built from a candle `VarBuilder`; with
 //! `noprop_core::ParamStore` the initial values come from a seeded stream in
