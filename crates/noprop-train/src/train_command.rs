@@ -32,18 +32,28 @@ use crate::train::{RunData, TrainOutcome, Trainer, BEST_CHECKPOINT, CONFIG_FILE,
 /// Runs `noprop train`.
 pub fn run(args: &TrainArgs) -> Result<ExitCode> {
     // The run directory's lock is held until this function returns.
-    let (config, run_dir, resume, _lock) = match &args.resume {
-        Some(dir) => reopen(args, dir)?,
+    let (config, run_dir, resume, _lock, mut fresh_start) = match &args.resume {
+        Some(dir) => {
+            let (config, dir, resume, lock) = reopen(args, dir)?;
+            (config, dir, resume, lock, None)
+        }
         None => {
             let config = RunConfig::load(args.config.as_deref(), &overrides(args)?, &Sections)?;
             let dir = args
                 .out
                 .clone()
                 .unwrap_or_else(|| default_run_dir(&config.variant));
+            let created = !dir.exists();
             let lock = prepare_run_dir(&dir, args.force)?;
+            // Declared after the lock, so dropped (and cleaned up) before it.
+            let guard = FreshStart {
+                dir: dir.clone(),
+                created,
+                armed: true,
+            };
             write_atomic(&dir.join(CONFIG_FILE), config.to_toml()?.as_bytes())
                 .with_context(|| format!("cannot write {}", dir.join(CONFIG_FILE).display()))?;
-            (config, dir, false, lock)
+            (config, dir, false, lock, Some(guard))
         }
     };
     let device = config.device.open()?;
@@ -126,6 +136,10 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
         progress: !args.no_progress,
         log_every: std::time::Duration::from_secs_f64(args.log_every),
     };
+    // From here on the run directory records training: keep it.
+    if let Some(guard) = fresh_start.take() {
+        guard.keep();
+    }
     let outcome = trainer.run(model.as_mut(), checkpoint.as_ref());
     let outcome = match resume {
         true => outcome.with_context(|| format!("resuming {}", run_dir.display()))?,
@@ -179,7 +193,10 @@ fn reopen(args: &TrainArgs, dir: &Path) -> Result<(RunConfig, PathBuf, bool, Run
     }
     if !dir.join(LAST_CHECKPOINT).is_file() {
         bail!(
-            "cannot resume {}: it has no {LAST_CHECKPOINT} (training never saved a checkpoint)",
+            "cannot resume {}: it has no {LAST_CHECKPOINT} (training never saved a checkpoint); \
+             start it again with `noprop train --config {} --out {}`",
+            dir.display(),
+            config_path.display(),
             dir.display()
         );
     }
@@ -349,6 +366,17 @@ fn prepare_run_dir(dir: &Path, force: bool) -> Result<RunLock> {
         .copied()
         .filter(|f| dir.join(f).exists())
         .collect();
+    // Only a configuration: a start that failed before training (bad data,
+    // say) and left nothing to resume or lose. It is started afresh.
+    if existing == [CONFIG_FILE] {
+        tracing::info!(
+            run_dir = %dir.display(),
+            "replacing the configuration of a run that never started"
+        );
+        std::fs::remove_file(dir.join(CONFIG_FILE))
+            .with_context(|| format!("cannot remove {}", dir.join(CONFIG_FILE).display()))?;
+        return Ok(lock);
+    }
     if !existing.is_empty() {
         if !force {
             bail!(
@@ -365,6 +393,38 @@ fn prepare_run_dir(dir: &Path, force: bool) -> Result<RunLock> {
         }
     }
     Ok(lock)
+}
+
+/// A fresh run directory until training starts: if the start fails before
+/// (bad data, a model that cannot be built), dropping it removes what the
+/// start wrote (`config.toml`, and the directory itself if the start
+/// created it and nothing else is in it), so the same command can simply be
+/// run again.
+struct FreshStart {
+    dir: PathBuf,
+    created: bool,
+    armed: bool,
+}
+
+impl FreshStart {
+    /// Training has started: keep the directory.
+    fn keep(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for FreshStart {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let _ = std::fs::remove_file(self.dir.join(CONFIG_FILE));
+        if self.created {
+            let _ = std::fs::remove_file(self.dir.join(crate::run_lock::LOCK_FILE));
+            // Fails, harmlessly, when anything else is in it.
+            let _ = std::fs::remove_dir(&self.dir);
+        }
+    }
 }
 
 /// Ctrl-C, SIGTERM and SIGHUP set `stop`; a second one exits at once. The handler can be

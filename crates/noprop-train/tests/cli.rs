@@ -1110,3 +1110,53 @@ fn export_refuses_its_own_input_and_links() {
         "the input is untouched"
     );
 }
+
+/// A start that fails before training (here: a dataset directory without
+/// the files) leaves nothing behind: the same command works once the data
+/// is fixed, without `--force`; a directory holding only a configuration
+/// (left by an older binary) is started afresh too, and `--resume` on it
+/// says how to start it.
+#[test]
+fn a_failed_start_costs_nothing() {
+    let root = scratch("failed-start");
+    let empty = root.join("empty-data");
+    std::fs::create_dir_all(&empty).unwrap();
+    let run = root.join("run");
+    let out = noprop(&[
+        "train",
+        "--variant",
+        "fm",
+        "--dataset",
+        "kmnist",
+        "--data-dir",
+        empty.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(!run.exists(), "the failed start left {}", run.display());
+    // The same run directory, now with good data (the embedded MNIST).
+    assert_ok(&train(&run, &[]));
+    assert!(run.join("last.safetensors").is_file());
+
+    let leftover = root.join("leftover");
+    std::fs::create_dir_all(&leftover).unwrap();
+    std::fs::write(leftover.join("config.toml"), "variant = \"fm\"\n").unwrap();
+    assert_fails_with(
+        &["train", "--resume", leftover.to_str().unwrap()],
+        "start it again with `noprop train --config",
+    );
+    assert_ok(&train(&leftover, &[]));
+    assert!(leftover.join("last.safetensors").is_file());
+    // A real run is still protected.
+    assert_fails_with(
+        &[
+            "train",
+            "--variant",
+            "fm",
+            "--out",
+            leftover.to_str().unwrap(),
+        ],
+        "already holds a run",
+    );
+}
