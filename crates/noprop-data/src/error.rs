@@ -13,20 +13,21 @@ pub enum DataError {
     #[error("missing file: none of {} exists", display_paths(.candidates))]
     MissingFile { candidates: Vec<PathBuf> },
 
-    /// The file exists but could not be read.
-    #[error("{}: cannot read file: {source}", .path.display())]
+    /// The file exists but could not be read. (The I/O error is part of the
+    /// message and not also a `source()`, so that error chains, as anyhow's
+    /// `{:#}` prints them, do not say it twice.)
+    #[error("{}: cannot read file: {cause}", .path.display())]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 
-    /// The gzip stream is truncated or corrupt.
-    #[error("{}: truncated or corrupt gzip stream: {source}", .path.display())]
+    /// The gzip stream is truncated or corrupt (the decoder's error is in
+    /// the message, as for `Io`).
+    #[error("{}: truncated or corrupt gzip stream: {cause}", .path.display())]
     Gzip {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 
     /// An IDX file starts with the wrong magic number.

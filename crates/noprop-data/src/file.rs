@@ -39,7 +39,7 @@ fn read_bytes(path: &Path) -> Result<Vec<u8>> {
         } else {
             DataError::Io {
                 path: path.to_path_buf(),
-                source,
+                cause: source,
             }
         }
     })
@@ -56,7 +56,7 @@ pub fn decompress_if_gzip(path: &Path, bytes: Vec<u8>) -> Result<Vec<u8>> {
     if !looks_gz {
         return Err(DataError::Gzip {
             path: path.to_path_buf(),
-            source: std::io::Error::new(
+            cause: std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
                 "the file is named .gz but does not start with the gzip magic 1f 8b",
             ),
@@ -66,9 +66,9 @@ pub fn decompress_if_gzip(path: &Path, bytes: Vec<u8>) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(bytes.len().saturating_mul(5));
     flate2::read::GzDecoder::new(bytes.as_slice())
         .read_to_end(&mut out)
-        .map_err(|source| DataError::Gzip {
+        .map_err(|cause| DataError::Gzip {
             path: path.to_path_buf(),
-            source,
+            cause,
         })?;
     Ok(out)
 }

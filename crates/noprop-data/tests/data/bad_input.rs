@@ -69,6 +69,11 @@ fn truncated_gzip() {
     let err = load_error(dir.path());
     assert!(matches!(err, DataError::Gzip { .. }), "{err}");
     assert_names(&err, "train-images-idx3-ubyte.gz");
+    // The decoder's explanation is said once: in the message, with no
+    // `source()` that an error chain would print again.
+    let text = err.to_string();
+    assert!(text.contains("deflate"), "{text}");
+    assert!(std::error::Error::source(&err).is_none(), "{text}");
 }
 
 #[test]
