@@ -11,7 +11,10 @@
 //! t = 0 to 1 with the chosen stepper (the bounded form of
 //! ab' / (2 (1 - ab)) (u_hat / sqrt(ab) - z), since ab' = -gamma' ab (1 - ab));
 //! the image features are computed once per batch; probabilities
-//! softmax(head(z_1)), per run.
+//! softmax(head(z_1)), per run. On the CPU the ODE runs on host rows with
+//! the block's first fusion layer split (`noprop_block::ct_fm_ode`) and the
+//! schedule's drift terms computed once per evaluation time
+//! (`ProbabilityFlow`); elsewhere with the block's tensor forward pass.
 
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::Linear;

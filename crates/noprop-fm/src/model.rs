@@ -4,7 +4,10 @@
 //! z_t = t z_1 + (1 - t) z_0 (+ sigma eps), v_hat = logits(x, z_t, t) @ W,
 //! loss = mean_B ||v_hat - (z_1 - z_0)||^2 (+ CE(head(z_t + (1 - t) v_hat), y)
 //! when W is learned). Inference: integrate dz/dt = v_hat from z_0 ~ N(0, I)
-//! over [0, 1] and read out the class whose embedding is nearest to z_1.
+//! over [0, 1] and read out the class whose embedding is nearest to z_1; on
+//! the CPU on host rows with the block's first fusion layer split
+//! (`noprop_block::ct_fm_ode`), elsewhere with the block's tensor forward
+//! pass at every step.
 
 use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::{Linear, Module};
