@@ -39,7 +39,7 @@ use serde_json::{json, Value};
 
 use crate::process::{self, describe, niced};
 use crate::stats::median;
-use crate::train_all::{build_noprop, info_steps, registered, Device, Registered, Step};
+use crate::train_all::{info_steps, noprop_binary, registered, run_step, Device, Registered, Step};
 use crate::{absolute, workspace_root};
 
 /// Arguments of `cargo xtask reproduce`.
@@ -411,6 +411,18 @@ pub fn progress(runs: &[RunPlan]) -> Result<String> {
     let mut epochs_left = 0;
     let mut unknown: Vec<&str> = Vec::new();
     let mut lines = String::new();
+    // Per variant, once: each estimate reads every run's files of it.
+    let mut estimates: BTreeMap<&str, (Option<f64>, Option<f64>)> = BTreeMap::new();
+    for run in runs {
+        let name = run.variant.name.as_str();
+        if !estimates.contains_key(name) {
+            let estimate = (
+                seconds_per_epoch(runs, name)?,
+                seconds_per_evaluation(runs, name)?,
+            );
+            estimates.insert(name, estimate);
+        }
+    }
     for run in runs {
         let stage = run.stage()?;
         let (epochs_done, evaluate) = match &stage {
@@ -425,8 +437,7 @@ pub fn progress(runs: &[RunPlan]) -> Result<String> {
         let remaining = run.epochs - epochs_done;
         epochs_left += remaining;
         let name = run.variant.name.as_str();
-        let epoch = seconds_per_epoch(runs, name)?;
-        let evaluation = seconds_per_evaluation(runs, name)?;
+        let (epoch, evaluation) = estimates[name];
         match (remaining, epoch) {
             (0, _) => {}
             (n, Some(s)) => left += n as f64 * s,
@@ -684,28 +695,18 @@ fn write_table(args: &ReproduceArgs, runs: &[RunPlan], out: &Path) -> Result<Str
     Ok(markdown)
 }
 
-fn run_step(step: &mut Step) -> Result<()> {
-    match &step.stdout_to {
-        None => process::run(&mut step.command).map(drop),
-        Some(path) => process::run_to_file(&mut step.command, path),
-    }
-}
-
 /// Runs `cargo xtask reproduce`.
 pub fn run(args: &ReproduceArgs) -> Result<()> {
     let start = Instant::now();
     let workspace = workspace_root();
     let out = absolute(&args.out, &workspace);
-    let noprop = match &args.noprop {
-        Some(bin) => {
-            if !bin.is_file() {
-                bail!("--noprop {}: no such file", bin.display());
-            }
-            bin.clone()
-        }
-        None if args.status => build_noprop(&workspace, args.device, true)?,
-        None => build_noprop(&workspace, args.device, args.dry_run)?,
-    };
+    // `--status` runs nothing but `noprop info`: build only if needed.
+    let noprop = noprop_binary(
+        args.noprop.as_deref(),
+        &workspace,
+        args.device,
+        args.dry_run || args.status,
+    )?;
     let all = registered(&noprop)?;
     let variants = match &args.variants {
         None => all,

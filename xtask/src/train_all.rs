@@ -394,8 +394,27 @@ pub fn build_noprop(workspace: &Path, device: Device, dry_run: bool) -> Result<P
     Ok(target_dir.join("release").join("noprop"))
 }
 
+/// The `noprop` binary a task drives: `given` (`--noprop BIN`, which must
+/// exist unless `dry_run`), else the release build ([`build_noprop`]).
+pub fn noprop_binary(
+    given: Option<&Path>,
+    workspace: &Path,
+    device: Device,
+    dry_run: bool,
+) -> Result<PathBuf> {
+    match given {
+        Some(bin) => {
+            if !bin.is_file() && !dry_run {
+                bail!("--noprop {}: no such file", bin.display());
+            }
+            Ok(bin.to_path_buf())
+        }
+        None => build_noprop(workspace, device, dry_run),
+    }
+}
+
 /// Runs one step; errors name the command.
-fn run_step(step: &mut Step) -> Result<()> {
+pub fn run_step(step: &mut Step) -> Result<()> {
     match &step.stdout_to {
         None => process::run(&mut step.command).map(drop),
         Some(path) => process::run_to_file(&mut step.command, path),
@@ -410,15 +429,12 @@ pub fn run(args: &TrainAllArgs) -> Result<()> {
     if let Some(variants) = &args.variants {
         run_settings(args, variants, &workspace)?;
     }
-    let noprop = match &args.noprop {
-        Some(bin) => {
-            if !bin.is_file() && !args.dry_run {
-                bail!("--noprop {}: no such file", bin.display());
-            }
-            bin.clone()
-        }
-        None => build_noprop(&workspace, args.device, args.dry_run)?,
-    };
+    let noprop = noprop_binary(
+        args.noprop.as_deref(),
+        &workspace,
+        args.device,
+        args.dry_run,
+    )?;
     let variants = match &args.variants {
         Some(v) => v.clone(),
         None => registered_variants(&noprop)?,
