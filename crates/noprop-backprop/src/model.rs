@@ -45,8 +45,8 @@ use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{Init, Linear};
 use noprop_block::{layers::linear, BlockConfig, DtBlock, Mode};
 use noprop_core::{
-    linear_mix, softmax_mix, Adam, AdamConfig, ClassEmbedding, EmbeddingKind, ModelInit, ModelSpec,
-    ParamGroup, ParamStore, SeededRng, StepReport, EMBEDDING_WEIGHT,
+    linear_mix, softmax_mix, Adam, AdamConfig, ClassEmbedding, ModelInit, ModelSpec, ParamGroup,
+    ParamStore, SeededRng, StepReport, EMBEDDING_WEIGHT,
 };
 
 use crate::config::{BackpropConfig, BlockOutput};
@@ -144,12 +144,6 @@ impl NoPropBackprop {
             device,
         )?;
         let d = embedding.dim();
-        if config.embedding == EmbeddingKind::Prototype && d != spec.image_dim() {
-            candle_core::bail!(
-                "backprop: prototype images have {d} values each, the model spec {spec:?} expects {}",
-                spec.image_dim()
-            );
-        }
         let block_config =
             BlockConfig::new(spec.in_channels, spec.image_size, d, m).with_dropout(config.dropout);
         block_config.validate()?;
@@ -317,6 +311,7 @@ mod tests {
     //! computed in f64 on the host.
 
     use super::*;
+    use noprop_core::EmbeddingKind;
 
     const B: usize = 4;
     const M: usize = 3;

@@ -186,7 +186,15 @@ impl ClassEmbedding {
         match init {
             ModelInit::ForLoading => Self::for_loading(kind, num_classes, image_dim, store, device),
             ModelInit::Train { prototypes, .. } => {
-                Self::new(kind, num_classes, store, rng, prototypes, device)
+                let embedding = Self::new(kind, num_classes, store, rng, prototypes, device)?;
+                // Prototypes are images: they must be the model's images.
+                if kind == EmbeddingKind::Prototype && embedding.dim() != image_dim {
+                    candle_core::bail!(
+                        "class embedding: prototype images have {} values each, the model expects {image_dim} (C x H x W)",
+                        embedding.dim()
+                    );
+                }
+                Ok(embedding)
             }
         }
     }
@@ -581,6 +589,33 @@ mod tests {
         assert_eq!(
             e.nearest_class(&z).unwrap().to_vec1::<u32>().unwrap(),
             vec![1, 0]
+        );
+    }
+
+    /// Prototype images must have the model's C x H x W values.
+    #[test]
+    fn for_init_refuses_prototypes_of_another_size() {
+        let (images, labels) = hand_made_set();
+        let init = ModelInit::Train {
+            seed: 0,
+            prototypes: Some((&images, &labels)),
+        };
+        let build = |image_dim| {
+            ClassEmbedding::for_init(
+                EmbeddingKind::Prototype,
+                2,
+                image_dim,
+                &ParamStore::new(SeededRng::new(0)),
+                init,
+                &mut SeededRng::new(0),
+                &Device::Cpu,
+            )
+        };
+        assert_eq!(build(2).unwrap().dim(), 2);
+        let e = build(784).unwrap_err().to_string();
+        assert!(
+            e.contains("prototype images have 2 values each") && e.contains("784"),
+            "{e}"
         );
     }
 

@@ -42,8 +42,8 @@ use candle_nn::Linear;
 use noprop_block::{layers::linear, BlockConfig, DtBlock};
 use noprop_core::optim::AdamConfig;
 use noprop_core::{
-    Adam, ClassEmbedding, CosineSchedule, EmbeddingKind, ModelInit, ModelSpec, ParamStore,
-    SeededRng, StepReport, EMBEDDING_WEIGHT,
+    Adam, ClassEmbedding, CosineSchedule, ModelInit, ModelSpec, ParamStore, SeededRng, StepReport,
+    EMBEDDING_WEIGHT,
 };
 
 use crate::config::{DtConfig, TrainingOrder};
@@ -137,12 +137,6 @@ impl NoPropDt {
             device,
         )?;
         let d = embedding.dim();
-        if config.embedding == EmbeddingKind::Prototype && d != spec.image_dim() {
-            candle_core::bail!(
-                "dt: prototype images have {d} values each, the model spec {spec:?} expects {}",
-                spec.image_dim()
-            );
-        }
         let block_config =
             BlockConfig::new(spec.in_channels, spec.image_size, d, m).with_dropout(config.dropout);
         block_config.validate()?;
