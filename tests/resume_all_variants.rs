@@ -58,7 +58,7 @@ fn train((kind, extra): Case, data: &Dataset, dir: &Path, epochs: usize, resume:
     // As `noprop train --resume` does: a resumed model is built blank and
     // gets every value from its checkpoint.
     let mut model = if resume {
-        build_blank(&config, spec, &Device::Cpu).unwrap()
+        build_blank(&config, spec, None, &Device::Cpu).unwrap()
     } else {
         build_fresh(
             &config,

@@ -132,7 +132,7 @@ impl NoPropBackprop {
         config.validate()?;
         let (seed, _) = init.parts();
         let root = SeededRng::new(seed);
-        let store = ParamStore::new(root.fork(PARAM_STREAM));
+        let store = init.param_store(root.fork(PARAM_STREAM));
         let m = spec.num_classes;
         let embedding = ClassEmbedding::for_init(
             config.embedding,

@@ -184,7 +184,9 @@ impl ClassEmbedding {
         device: &Device,
     ) -> Result<Self> {
         match init {
-            ModelInit::ForLoading => Self::for_loading(kind, num_classes, image_dim, store, device),
+            ModelInit::ForLoading | ModelInit::ForLoadingAtMost { .. } => {
+                Self::for_loading(kind, num_classes, image_dim, store, device)
+            }
             ModelInit::Train { prototypes, .. } => {
                 let embedding = Self::new(kind, num_classes, store, rng, prototypes, device)?;
                 // Prototypes are images: they must be the model's images.
@@ -225,6 +227,10 @@ impl ClassEmbedding {
                 "class embedding: need num_classes >= 1 and d >= 1, got {num_classes} and {d}"
             );
         }
+        let values = num_classes
+            .checked_mul(d)
+            .ok_or_else(|| candle_core::Error::Msg("class embedding: m x d overflows".into()))?;
+        store.check_room(EMBEDDING_WEIGHT, values)?;
         let zeros = Tensor::zeros((num_classes, d), DType::F32, device)?;
         Self::insert(kind, store, &zeros)
     }

@@ -21,6 +21,25 @@ use std::str::FromStr;
 use candle_core::{Result, Tensor};
 use serde::{Deserialize, Serialize};
 
+/// The most ODE steps an inference may ask for. The paper uses 1000; the
+/// per-step terms of an integration are precomputed (a few hundred values
+/// per step), so the bound keeps a mistyped or damaged setting from
+/// allocating gigabytes.
+pub const MAX_ODE_STEPS: usize = 100_000;
+
+/// Checks an ODE step count (`what` names the setting for the message).
+pub fn check_ode_steps(steps: usize, what: &str) -> Result<()> {
+    if steps == 0 {
+        candle_core::bail!("{what}: inference needs at least one ODE step");
+    }
+    if steps > MAX_ODE_STEPS {
+        candle_core::bail!(
+            "{what}: {steps} ODE steps is beyond the supported maximum {MAX_ODE_STEPS}"
+        );
+    }
+    Ok(())
+}
+
 /// The fixed-step integrators available for CT and FM inference.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]

@@ -25,6 +25,16 @@ use crate::rng::SeededRng;
 pub struct ParamStore {
     vars: Arc<Mutex<BTreeMap<String, Var>>>,
     rng: Arc<Mutex<SeededRng>>,
+    /// Values the store may still create (`None`: no bound), see
+    /// [`ParamStore::with_max_values`].
+    room: Option<Arc<Mutex<ValueBudget>>>,
+}
+
+/// A bound on the values a store creates.
+#[derive(Debug, Clone, Copy)]
+struct ValueBudget {
+    max: usize,
+    used: usize,
 }
 
 impl std::fmt::Debug for ParamStore {
@@ -50,7 +60,47 @@ impl ParamStore {
         Self {
             vars: Arc::new(Mutex::new(BTreeMap::new())),
             rng: Arc::new(Mutex::new(rng)),
+            room: None,
         }
+    }
+
+    /// The same store, refusing to create more than `max_values` values in
+    /// all (every variable's element count summed). A model about to be
+    /// loaded from a file is bounded by the file's own tensors: a damaged
+    /// configuration that asks for a huge layer is then an error before
+    /// anything is allocated, not an abort.
+    pub fn with_max_values(mut self, max_values: usize) -> Self {
+        self.room = Some(Arc::new(Mutex::new(ValueBudget {
+            max: max_values,
+            used: 0,
+        })));
+        self
+    }
+
+    /// Fails if a variable `name` of `values` elements would not fit the
+    /// bound of [`ParamStore::with_max_values`]; takes nothing. For values
+    /// built outside the store before [`ParamStore::insert`].
+    pub fn check_room(&self, name: &str, values: usize) -> Result<()> {
+        let Some(room) = &self.room else {
+            return Ok(());
+        };
+        let budget = *room.lock().unwrap();
+        if values > budget.max - budget.used {
+            candle_core::bail!(
+                "variable `{name}` needs {values} values, beyond the {} the model may hold ({} already made): its configuration does not match the tensors it is loaded from",
+                budget.max,
+                budget.used
+            );
+        }
+        Ok(())
+    }
+
+    fn take_room(&self, name: &str, values: usize) -> Result<()> {
+        self.check_room(name, values)?;
+        if let Some(room) = &self.room {
+            room.lock().unwrap().used += values;
+        }
+        Ok(())
     }
 
     /// A `VarBuilder` creating (or reusing) variables in this store.
@@ -115,6 +165,14 @@ impl ParamStore {
                     var.dims()
                 );
             }
+            // Another float precision converts; integers are not weights.
+            if t.dtype().is_float() != var.dtype().is_float() {
+                candle_core::bail!(
+                    "tensor `{name}` has dtype {:?}, the model expects {:?}",
+                    t.dtype(),
+                    var.dtype()
+                );
+            }
         }
         if let Some(extra) = tensors.keys().find(|k| !vars.contains_key(*k)) {
             candle_core::bail!("unexpected tensor `{extra}`");
@@ -166,6 +224,7 @@ impl ParamStore {
         if vars.contains_key(name) {
             candle_core::bail!("variable `{name}` already exists");
         }
+        self.take_room(name, value.elem_count())?;
         let var = Var::from_tensor(value)?;
         vars.insert(name.to_string(), var.clone());
         Ok(var)
@@ -184,6 +243,7 @@ impl SimpleBackend for ParamStore {
             }
             return Ok(v.as_tensor().clone());
         }
+        self.take_room(name, s.elem_count())?;
         let value = self.init_tensor(&s, h, dtype, dev)?;
         let var = Var::from_tensor(&value)?;
         self.vars
@@ -216,6 +276,37 @@ mod tests {
         candle_nn::linear(4, 2, vb.pp("a")).unwrap();
         candle_nn::batch_norm(4, 1e-5, vb.pp("bn")).unwrap();
         store
+    }
+
+    #[test]
+    fn a_bounded_store_refuses_variables_beyond_its_values() {
+        // linear(8, 4) + linear(4, 2) = 36 + 10 values, batch_norm(4) 16.
+        let exact = ParamStore::new(SeededRng::new(0)).with_max_values(62);
+        let vb = exact.var_builder(DType::F32, &Device::Cpu);
+        candle_nn::linear(8, 4, vb.pp("b")).unwrap();
+        candle_nn::linear(4, 2, vb.pp("a")).unwrap();
+        candle_nn::batch_norm(4, 1e-5, vb.pp("bn")).unwrap();
+        // Reusing a variable takes no more room.
+        candle_nn::linear(4, 2, vb.pp("a")).unwrap();
+
+        let short = ParamStore::new(SeededRng::new(0)).with_max_values(40);
+        let vb = short.var_builder(DType::F32, &Device::Cpu);
+        candle_nn::linear(8, 4, vb.pp("b")).unwrap();
+        let e = candle_nn::linear(4, 2, vb.pp("a")).unwrap_err().to_string();
+        assert!(
+            e.contains("`a.weight` needs 8 values") && e.contains("36 already"),
+            "{e}"
+        );
+        // A huge request fails before allocating (a 4e12-value tensor).
+        let e = candle_nn::linear(2_000_000, 2_000_000, vb.pp("huge"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("huge.weight"), "{e}");
+        let big = Tensor::zeros(5, DType::F32, &Device::Cpu).unwrap();
+        assert!(short.insert("w", &big).is_err());
+        assert!(short.check_room("w", 4).is_ok());
+        short.insert("w", &big.narrow(0, 0, 4).unwrap()).unwrap();
+        assert!(short.check_room("v", 1).is_err());
     }
 
     #[test]
@@ -269,5 +360,18 @@ mod tests {
             Tensor::zeros((3, 3), DType::F32, &Device::Cpu).unwrap(),
         );
         assert!(s.load(&map).is_err());
+        // Integers in place of weights, with the right shape.
+        map.insert(
+            "a.weight".into(),
+            Tensor::zeros((2, 4), DType::U8, &Device::Cpu).unwrap(),
+        );
+        let e = s.load(&map).unwrap_err().to_string();
+        assert!(e.contains("`a.weight` has dtype U8"), "{e}");
+        // Another float precision is converted.
+        map.insert(
+            "a.weight".into(),
+            Tensor::zeros((2, 4), DType::F64, &Device::Cpu).unwrap(),
+        );
+        s.load(&map).unwrap();
     }
 }

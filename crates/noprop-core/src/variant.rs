@@ -237,6 +237,11 @@ pub enum ModelInit<'a> {
     /// Right names and shapes for a checkpoint to be loaded into: no images
     /// are needed, the values are overwritten.
     ForLoading,
+    /// As [`ModelInit::ForLoading`], creating at most `max_values` values
+    /// in all (the element count of the tensors to be loaded): a
+    /// configuration read from a damaged file that asks for more is an
+    /// error before anything is allocated.
+    ForLoadingAtMost { max_values: usize },
 }
 
 impl<'a> ModelInit<'a> {
@@ -245,7 +250,22 @@ impl<'a> ModelInit<'a> {
     pub fn parts(self) -> (u64, Option<(&'a Tensor, &'a Tensor)>) {
         match self {
             ModelInit::Train { seed, prototypes } => (seed, prototypes),
-            ModelInit::ForLoading => (0, None),
+            ModelInit::ForLoading | ModelInit::ForLoadingAtMost { .. } => (0, None),
+        }
+    }
+
+    /// Whether the values will be overwritten by a checkpoint.
+    pub fn is_for_loading(&self) -> bool {
+        !matches!(self, ModelInit::Train { .. })
+    }
+
+    /// The model's parameter store, drawing its initial values from `rng`,
+    /// with the bound of [`ModelInit::ForLoadingAtMost`].
+    pub fn param_store(&self, rng: SeededRng) -> ParamStore {
+        let store = ParamStore::new(rng);
+        match *self {
+            ModelInit::ForLoadingAtMost { max_values } => store.with_max_values(max_values),
+            _ => store,
         }
     }
 }

@@ -173,6 +173,13 @@ impl CtConfig {
         if self.inference_steps == 0 {
             candle_core::bail!("ct config: inference_steps must be at least 1");
         }
+        if self.inference_steps > noprop_core::ode::MAX_ODE_STEPS {
+            candle_core::bail!(
+                "ct config: inference_steps = {} is beyond the supported maximum {}",
+                self.inference_steps,
+                noprop_core::ode::MAX_ODE_STEPS
+            );
+        }
         Ok(())
     }
 

@@ -73,13 +73,22 @@ impl NoPropCt {
                     device,
                 )
             },
-            seed,
+            ParamStore::new(SeededRng::new(seed)),
         )
     }
 
     /// A model with the right variables (values to be overwritten by
     /// `params().load(..)` from a checkpoint); needs no training images.
     pub fn for_loading(config: CtConfig, spec: ModelSpec, device: &Device) -> Result<Self> {
+        Self::with_init(config, spec, ModelInit::ForLoading, device)
+    }
+
+    fn for_loading_in(
+        config: CtConfig,
+        spec: ModelSpec,
+        device: &Device,
+        store: ParamStore,
+    ) -> Result<Self> {
         Self::build(
             config,
             spec,
@@ -93,7 +102,7 @@ impl NoPropCt {
                     device,
                 )
             },
-            0,
+            store,
         )
     }
 
@@ -108,7 +117,10 @@ impl NoPropCt {
             ModelInit::Train { seed, prototypes } => {
                 Self::new(config, spec, prototypes, seed, device)
             }
-            ModelInit::ForLoading => Self::for_loading(config, spec, device),
+            ModelInit::ForLoading | ModelInit::ForLoadingAtMost { .. } => {
+                let store = init.param_store(SeededRng::new(0));
+                Self::for_loading_in(config, spec, device, store)
+            }
         }
     }
 
@@ -117,7 +129,7 @@ impl NoPropCt {
         spec: ModelSpec,
         device: &Device,
         embedding: impl FnOnce(&ParamStore) -> Result<ClassEmbedding>,
-        seed: u64,
+        store: ParamStore,
     ) -> Result<Self> {
         config.validate()?;
         if spec.num_classes < 2 || spec.in_channels == 0 || spec.image_size == 0 {
@@ -125,7 +137,6 @@ impl NoPropCt {
                 "ct: the model spec needs >= 2 classes and a non-empty image, got {spec:?}"
             );
         }
-        let store = ParamStore::new(SeededRng::new(seed));
         let embedding = embedding(&store)?;
         let d = embedding.dim();
         let vb = store.var_builder(DType::F32, device);
@@ -293,9 +304,7 @@ impl NoPropCt {
         let b = self.spec.check_images(images, "ct")?;
         let steps = options.steps.unwrap_or(self.config.inference_steps);
         let solver = options.solver.unwrap_or(self.config.solver);
-        if steps == 0 {
-            candle_core::bail!("ct: inference needs at least one ODE step");
-        }
+        noprop_core::ode::check_ode_steps(steps, "ct")?;
         // Nothing here is trained: detach so no graph outlives a step.
         let features = self.block.image_features(images, Mode::Eval)?.detach();
         let w = self.embedding.matrix().detach();

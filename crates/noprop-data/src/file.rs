@@ -13,6 +13,11 @@ use crate::error::{DataError, Result};
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
+/// The most bytes a gzip file may decompress to (EMNIST ByClass, the
+/// largest file of the supported datasets, is 547 MB): a small hostile file
+/// that inflates without bound is an error, not an exhausted memory.
+pub const MAX_DECOMPRESSED_BYTES: usize = 2 << 30;
+
 /// The first of `names` that exists in `dir`, or [`DataError::MissingFile`]
 /// listing every candidate.
 pub fn find_file(dir: &Path, names: &[&str]) -> Result<PathBuf> {
@@ -48,6 +53,10 @@ fn read_bytes(path: &Path) -> Result<Vec<u8>> {
 /// `bytes` decompressed when they are gzip (see the module doc), else as is.
 /// `path` only names the input in errors.
 pub fn decompress_if_gzip(path: &Path, bytes: Vec<u8>) -> Result<Vec<u8>> {
+    decompress_within(path, bytes, MAX_DECOMPRESSED_BYTES)
+}
+
+fn decompress_within(path: &Path, bytes: Vec<u8>, max_bytes: usize) -> Result<Vec<u8>> {
     let named_gz = path.extension().is_some_and(|ext| ext == "gz");
     let looks_gz = bytes.starts_with(&GZIP_MAGIC);
     if !looks_gz && !named_gz {
@@ -63,13 +72,25 @@ pub fn decompress_if_gzip(path: &Path, bytes: Vec<u8>) -> Result<Vec<u8>> {
         });
     }
     // A typical IDX file compresses about 5x; the guess only sizes the buffer.
-    let mut out = Vec::with_capacity(bytes.len().saturating_mul(5));
+    let mut out = Vec::with_capacity(bytes.len().saturating_mul(5).min(max_bytes));
     flate2::read::GzDecoder::new(bytes.as_slice())
+        .take(max_bytes as u64 + 1)
         .read_to_end(&mut out)
         .map_err(|cause| DataError::Gzip {
             path: path.to_path_buf(),
             cause,
         })?;
+    if out.len() > max_bytes {
+        return Err(DataError::Gzip {
+            path: path.to_path_buf(),
+            cause: std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "it decompresses to more than {max_bytes} bytes, beyond any dataset file this reader takes"
+                ),
+            ),
+        });
+    }
     Ok(out)
 }
 
@@ -140,4 +161,36 @@ pub fn read_verified(path: &Path) -> Result<Vec<u8>> {
     let bytes = read_bytes(path)?;
     verify_sha256(path, &bytes, &expected)?;
     decompress_if_gzip(path, bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        encoder.write_all(bytes).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    #[test]
+    fn gzip_output_is_bounded() {
+        let path = Path::new("bomb.gz");
+        // 1 MB of zeros compresses to about a kilobyte.
+        let bomb = gzip(&vec![0u8; 1 << 20]);
+        assert!(bomb.len() < 4096);
+        let exact = decompress_within(path, bomb.clone(), 1 << 20).unwrap();
+        assert_eq!(exact.len(), 1 << 20);
+        let e = decompress_within(path, bomb, (1 << 20) - 1)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("bomb.gz") && e.contains("more than 1048575 bytes"),
+            "{e}"
+        );
+        // Not gzip at all: passed through.
+        let raw = decompress_if_gzip(Path::new("raw"), vec![0, 0, 8, 3]).unwrap();
+        assert_eq!(raw, vec![0, 0, 8, 3]);
+    }
 }

@@ -125,7 +125,7 @@ impl NoPropDt {
         let schedule = CosineSchedule::from_config(&config.schedule_config())?;
         let (seed, _) = init.parts();
         let root = SeededRng::new(seed);
-        let store = ParamStore::new(root.fork(PARAM_STREAM));
+        let store = init.param_store(root.fork(PARAM_STREAM));
         let m = spec.num_classes;
         let embedding = ClassEmbedding::for_init(
             config.embedding,

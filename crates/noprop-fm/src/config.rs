@@ -68,6 +68,12 @@ impl FmConfig {
         if self.inference_steps == 0 {
             return bad("inference_steps", "must be at least 1");
         }
+        if self.inference_steps > noprop_core::ode::MAX_ODE_STEPS {
+            return bad(
+                "inference_steps",
+                "is beyond the supported maximum (100000)",
+            );
+        }
         Ok(())
     }
 }

@@ -71,7 +71,7 @@ impl NoPropFm {
         config.validate()?;
         let (seed, _) = init.parts();
         let root = SeededRng::new(seed);
-        let store = ParamStore::new(root.fork(0));
+        let store = init.param_store(root.fork(0));
         let vb = store.var_builder(DType::F32, device);
         let m = spec.num_classes;
         let d = config.embedding.dim(m, spec.image_dim());
@@ -175,9 +175,7 @@ impl NoPropFm {
         let batch = self.spec.check_images(images, "fm")?;
         let steps = options.steps.unwrap_or(self.config.inference_steps);
         let solver = options.solver.unwrap_or(self.config.solver);
-        if steps == 0 {
-            candle_core::bail!("fm: inference needs at least one ODE step");
-        }
+        noprop_core::ode::check_ode_steps(steps, "fm")?;
         // Detached: inference must not record a backprop graph, which would
         // keep every step's activations alive (the weights are variables).
         let features = self.block.image_features(images, Mode::Eval)?.detach();

@@ -162,14 +162,81 @@ impl CheckpointMeta {
             normalize_std: floats("normalize_std")?,
             trainer_state_json: map.get("trainer_state").cloned(),
         };
-        if meta.spec.in_channels == 0 || meta.spec.image_size == 0 || meta.spec.num_classes < 2 {
-            bail!("metadata describes an impossible model: {:?}", meta.spec);
-        }
+        check_spec(&meta.spec)?;
+        check_normalisation(&meta)?;
         if kind == CheckpointKind::Training && meta.trainer_state_json.is_none() {
             bail!("a training checkpoint must have the `trainer_state` metadata key");
         }
         Ok(meta)
     }
+}
+
+/// The largest `in_channels` a checkpoint may claim (a hyperspectral image
+/// has a few hundred channels; anything larger is a damaged file).
+pub const MAX_IN_CHANNELS: usize = 1024;
+/// The largest `image_size` (height = width) a checkpoint may claim.
+pub const MAX_IMAGE_SIZE: usize = 4096;
+/// The largest `num_classes` a checkpoint may claim: a one-hot class
+/// embedding is `num_classes^2` values (10^8 here, 400 MB).
+pub const MAX_NUM_CLASSES: usize = 10_000;
+
+/// The metadata's model shape, checked before anything is built from it:
+/// a damaged or hostile file must not make the loader allocate without
+/// bound (the model's own size is then bounded by the file's tensors,
+/// see [`Checkpoint::num_model_values`]).
+fn check_spec(spec: &ModelSpec) -> Result<()> {
+    if spec.in_channels == 0 || spec.image_size == 0 || spec.num_classes < 2 {
+        bail!("metadata describes an impossible model: {spec:?}");
+    }
+    for (key, value, max) in [
+        ("in_channels", spec.in_channels, MAX_IN_CHANNELS),
+        ("image_size", spec.image_size, MAX_IMAGE_SIZE),
+        ("num_classes", spec.num_classes, MAX_NUM_CLASSES),
+    ] {
+        if value > max {
+            bail!("metadata `{key}` = {value} is beyond the supported maximum {max}: the file is damaged");
+        }
+    }
+    Ok(())
+}
+
+/// One finite mean and one positive finite standard deviation per channel.
+fn check_normalisation(meta: &CheckpointMeta) -> Result<()> {
+    let channels = meta.spec.in_channels;
+    for (key, values) in [
+        ("normalize_mean", &meta.normalize_mean),
+        ("normalize_std", &meta.normalize_std),
+    ] {
+        if values.len() != channels {
+            bail!(
+                "metadata `{key}` has {} values; the model has {channels} channel(s)",
+                values.len()
+            );
+        }
+        if let Some(v) = values.iter().find(|v| !v.is_finite()) {
+            bail!("metadata `{key}` holds {v}: normalisation must be finite");
+        }
+    }
+    if let Some(v) = meta.normalize_std.iter().find(|&&v| v <= 0.0) {
+        bail!("metadata `normalize_std` holds {v}: a standard deviation must be positive");
+    }
+    Ok(())
+}
+
+/// The first non-finite value of a floating-point tensor, with its flat
+/// index (`None` for integer tensors or when every value is finite).
+fn first_non_finite(tensor: &Tensor) -> Result<Option<(usize, f64)>> {
+    if !tensor.dtype().is_float() {
+        return Ok(None);
+    }
+    let values = tensor
+        .flatten_all()?
+        .to_dtype(DType::F64)?
+        .to_vec1::<f64>()?;
+    Ok(values
+        .iter()
+        .position(|v| !v.is_finite())
+        .map(|i| (i, values[i])))
 }
 
 fn json_floats(values: &[f32]) -> String {
@@ -292,6 +359,19 @@ impl Checkpoint {
         Ok(())
     }
 
+    /// The number of model values (elements of every tensor that is not
+    /// optimizer or trainer state): the size of the model the file holds,
+    /// which bounds the model built to load it.
+    pub fn num_model_values(&self) -> usize {
+        self.tensors
+            .iter()
+            .filter(|(name, _)| {
+                !name.starts_with(OPTIMIZER_PREFIX) && !name.starts_with(TRAINER_PREFIX)
+            })
+            .map(|(_, t)| t.elem_count())
+            .sum()
+    }
+
     /// Every tensor as its values' bit patterns (u32 as they are, floats
     /// through f32), sorted by name: two checkpoints hold bitwise-identical
     /// tensors exactly when these are equal.
@@ -376,6 +456,13 @@ impl Checkpoint {
             let tensor = view
                 .load(device)
                 .with_context(|| format!("cannot read tensor `{name}`"))?;
+            // Training stops on a non-finite loss, so a finite checkpoint is
+            // the only kind it writes; anything else is damaged.
+            if let Some((index, value)) = first_non_finite(&tensor)? {
+                bail!(
+                    "tensor `{name}` holds {value} at flat index {index}: a checkpoint's values must be finite (the file is damaged)"
+                );
+            }
             tensors.insert(name, tensor);
         }
         Ok(Self { meta, tensors })

@@ -385,6 +385,17 @@ impl RunConfig {
                 bail!("{name} must be at least 1");
             }
         }
+        for (name, value) in [
+            ("train_accuracy_steps", Some(self.train_accuracy_steps)),
+            ("eval.steps", self.eval.steps),
+        ] {
+            if let Some(steps) = value.filter(|&s| s > noprop_core::ode::MAX_ODE_STEPS) {
+                bail!(
+                    "{name} = {steps} is beyond the supported maximum of {} ODE steps",
+                    noprop_core::ode::MAX_ODE_STEPS
+                );
+            }
+        }
         // TOML integers are signed 64-bit.
         for (name, value) in [
             ("seed", self.seed),

@@ -170,7 +170,7 @@ pub fn run(args: &InfoArgs) -> Result<()> {
             let (model, source) = if entry.uses_prototypes(config.variant_section()?)? {
                 // Prototype rows are training images: without loading the
                 // data, W has its shape but no values.
-                let model = build_blank(&config, spec, &device)?;
+                let model = build_blank(&config, spec, None, &device)?;
                 (
                     model,
                     "fresh model, prototype W not initialised".to_string(),

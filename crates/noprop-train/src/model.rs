@@ -39,19 +39,21 @@ pub fn build_fresh(
 }
 
 /// Builds a model of `config`'s variant with the right variables for a
-/// checkpoint to be loaded into (no training images needed).
+/// checkpoint to be loaded into (no training images needed). With
+/// `max_values` (the checkpoint's own model values), a configuration that
+/// asks for a larger model is refused before it is allocated.
 pub fn build_blank(
     config: &RunConfig,
     spec: ModelSpec,
+    max_values: Option<usize>,
     device: &Device,
 ) -> Result<Box<dyn Variant>> {
     let entry = registry::find(&config.variant)?;
-    entry.build(
-        config.variant_section()?,
-        spec,
-        ModelInit::ForLoading,
-        device,
-    )
+    let init = match max_values {
+        Some(max_values) => ModelInit::ForLoadingAtMost { max_values },
+        None => ModelInit::ForLoading,
+    };
+    entry.build(config.variant_section()?, spec, init, device)
 }
 
 /// The run configuration stored in a checkpoint, checked against the
@@ -74,7 +76,8 @@ pub fn checkpoint_config(checkpoint: &Checkpoint, path: &Path) -> Result<RunConf
 pub fn load_model(path: &Path, device: &Device) -> Result<LoadedModel> {
     let checkpoint = Checkpoint::load(path, device)?;
     let config = checkpoint_config(&checkpoint, path)?;
-    let mut model = build_blank(&config, checkpoint.meta.spec, device)
+    let max_values = Some(checkpoint.num_model_values());
+    let mut model = build_blank(&config, checkpoint.meta.spec, max_values, device)
         .with_context(|| format!("checkpoint {}: cannot build its model", path.display()))?;
     checkpoint
         .restore_into(model.as_mut())

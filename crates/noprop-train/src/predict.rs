@@ -22,6 +22,11 @@ use crate::eval::inference_settings;
 use crate::model::load_model;
 use crate::train::EVAL_STREAM;
 
+/// The widest and tallest image `predict` decodes.
+pub const MAX_IMAGE_SIDE: u32 = 16_384;
+/// The most memory one decoded image may take.
+pub const MAX_IMAGE_BYTES: u64 = 512 << 20;
+
 /// Reads `path` as one normalised image `[C, S, S]` for a model of `spec`.
 pub fn load_image(
     path: &Path,
@@ -30,12 +35,25 @@ pub fn load_image(
     std: &[f32],
     device: &Device,
 ) -> Result<Tensor> {
-    let image = image::ImageReader::open(path)
+    let mut reader = image::ImageReader::open(path)
         .with_context(|| format!("cannot read image {}", path.display()))?
         .with_guessed_format()
-        .with_context(|| format!("cannot read image {}", path.display()))?
-        .decode()
-        .with_context(|| format!("{} is not a readable image (PNG expected)", path.display()))?;
+        .with_context(|| format!("cannot read image {}", path.display()))?;
+    // The header's size is checked before any pixel buffer is allocated.
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_IMAGE_SIDE);
+    limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    limits.max_alloc = Some(MAX_IMAGE_BYTES);
+    reader.limits(limits);
+    let image = reader.decode().map_err(|e| match e {
+        image::ImageError::Limits(_) => anyhow::anyhow!(
+            "{}: the image is too large to decode ({e}); predict takes at most {MAX_IMAGE_SIDE} x {MAX_IMAGE_SIDE} pixels and {} MiB",
+            path.display(),
+            MAX_IMAGE_BYTES >> 20
+        ),
+        e => anyhow::Error::new(e)
+            .context(format!("{} is not a readable image (PNG expected)", path.display())),
+    })?;
     let size = spec.image_size as u32;
     let channels = spec.in_channels;
     let pixels: Vec<u8> = match channels {

@@ -104,8 +104,8 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
     };
     let train_split = dataset.train();
     // A resumed model gets every value from its checkpoint.
-    let mut model = if resume {
-        build_blank(&config, spec, &device)?
+    let mut model = if let Some(checkpoint) = &checkpoint {
+        build_blank(&config, spec, Some(checkpoint.num_model_values()), &device)?
     } else {
         let train = (train_split.images(), train_split.labels());
         build_fresh(&config, spec, Some(train), &device)?

@@ -12,7 +12,7 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use candle_core::Device;
+use candle_core::{Device, Tensor};
 use noprop_core::SeededRng;
 use noprop_data::{Dataset, DatasetConfig, DatasetKind};
 use noprop_train::checkpoint::{Checkpoint, CheckpointKind};
@@ -899,6 +899,229 @@ fn bad_inputs_exit_non_zero_with_clear_messages() {
     assert_fails_with(
         &["predict", "--checkpoint", ckpt, &d("missing.png")],
         "missing.png",
+    );
+}
+
+/// A PNG whose header claims `side` x `side` RGB pixels, with a tiny body.
+fn png_claiming(side: u32) -> Vec<u8> {
+    fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        let start = out.len();
+        out.extend_from_slice(kind);
+        out.extend_from_slice(data);
+        // CRC-32 (IEEE) of kind + data, bit by bit.
+        let mut crc = !0u32;
+        for &byte in &out[start..] {
+            crc ^= u32::from(byte);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xedb8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        out.extend_from_slice(&(!crc).to_be_bytes());
+    }
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut header = Vec::new();
+    header.extend_from_slice(&side.to_be_bytes());
+    header.extend_from_slice(&side.to_be_bytes());
+    header.extend_from_slice(&[8, 2, 0, 0, 0]);
+    chunk(&mut png, b"IHDR", &header);
+    // A stored (uncompressed) zlib stream of one zero byte.
+    chunk(
+        &mut png,
+        b"IDAT",
+        &[
+            0x78, 0x01, 0x01, 0x01, 0x00, 0xfe, 0xff, 0x00, 0x00, 0x01, 0x00, 0x01,
+        ],
+    );
+    chunk(&mut png, b"IEND", &[]);
+    png
+}
+
+/// Damaged and hostile checkpoints, each changed in one way from a good
+/// one: `eval`, `info`, `predict` and `export` refuse every one with exit 1
+/// and a message naming the file and the problem, without panicking or
+/// allocating what the claimed sizes would need, and write nothing.
+#[test]
+fn hostile_checkpoints_are_refused_before_anything_is_allocated() {
+    let dir = scratch("hostile");
+    let last = reference_run().join("last.safetensors");
+    let good = Checkpoint::load(&last, &Device::Cpu).unwrap();
+    let digit = dir.join("digit.png");
+    image::GrayImage::from_pixel(28, 28, image::Luma([128]))
+        .save(&digit)
+        .unwrap();
+    let digit = digit.display().to_string();
+
+    let config_with = |key: &str, value: Value| -> String {
+        let mut config: Value = serde_json::from_str(&good.meta.config_json).unwrap();
+        config["fm"][key] = value;
+        config.to_string()
+    };
+    let first_weight = good
+        .tensors
+        .keys()
+        .find(|n| n.ends_with(".weight"))
+        .unwrap()
+        .clone();
+    let many_steps = config_with("inference_steps", (1u64 << 40).into());
+    type Edit = Box<dyn Fn(&mut Checkpoint)>;
+    let cases: Vec<(&str, Edit, &str)> = vec![
+        (
+            "huge-image",
+            Box::new(|c| c.meta.spec.image_size = 1 << 40),
+            "`image_size` = 1099511627776 is beyond the supported maximum",
+        ),
+        (
+            "huge-channels",
+            Box::new(|c| c.meta.spec.in_channels = 1 << 50),
+            "`in_channels`",
+        ),
+        (
+            "huge-classes",
+            Box::new(|c| c.meta.spec.num_classes = 1 << 30),
+            "`num_classes`",
+        ),
+        // Within the metadata's bounds, but a model far larger than the
+        // file's tensors (4096^2 images: a 3e10-value layer).
+        (
+            "large-image",
+            Box::new(|c| c.meta.spec.image_size = 4096),
+            "does not match the tensors it is loaded from",
+        ),
+        (
+            "many-classes",
+            Box::new(|c| c.meta.spec.num_classes = 5000),
+            "does not match the tensors it is loaded from",
+        ),
+        (
+            "many-steps",
+            Box::new(move |c| c.meta.config_json = many_steps.clone()),
+            "inference_steps",
+        ),
+        (
+            "nan-weight",
+            Box::new({
+                let name = first_weight.clone();
+                move |c| {
+                    let w = &c.tensors[&name];
+                    let mut values = w.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                    values[3] = f32::NAN;
+                    c.tensors.insert(
+                        name.clone(),
+                        Tensor::from_vec(values, w.shape(), &Device::Cpu).unwrap(),
+                    );
+                }
+            }),
+            "holds NaN at flat index 3",
+        ),
+        (
+            "inf-weight",
+            Box::new({
+                let name = first_weight.clone();
+                move |c| {
+                    let w = &c.tensors[&name];
+                    let inf = (w.ones_like().unwrap() * f64::INFINITY).unwrap();
+                    c.tensors.insert(name.clone(), inf);
+                }
+            }),
+            "holds inf at flat index 0",
+        ),
+        (
+            "zero-std",
+            Box::new(|c| c.meta.normalize_std = vec![0.0]),
+            "a standard deviation must be positive",
+        ),
+        (
+            "nan-mean",
+            // JSON has no NaN: it is written as null.
+            Box::new(|c| c.meta.normalize_mean = vec![f32::NAN]),
+            "`normalize_mean` is not a JSON array of numbers",
+        ),
+        (
+            "two-means",
+            Box::new(|c| c.meta.normalize_mean = vec![0.1, 0.2]),
+            "`normalize_mean` has 2 values",
+        ),
+        (
+            "integer-weight",
+            Box::new({
+                let name = first_weight.clone();
+                move |c| {
+                    let w = c.tensors[&name].to_dtype(candle_core::DType::U8).unwrap();
+                    c.tensors.insert(name.clone(), w);
+                }
+            }),
+            "has dtype U8",
+        ),
+        (
+            "flattened-weight",
+            Box::new({
+                let name = first_weight.clone();
+                move |c| {
+                    let w = c.tensors[&name].flatten_all().unwrap();
+                    c.tensors.insert(name.clone(), w);
+                }
+            }),
+            "has shape",
+        ),
+        (
+            "other-variant",
+            Box::new(|c| c.meta.variant = "dt".into()),
+            "metadata says variant dt but its config says fm",
+        ),
+    ];
+    for (name, edit, needle) in &cases {
+        let mut hostile = Checkpoint {
+            meta: good.meta.clone(),
+            tensors: good.tensors.clone(),
+        };
+        edit(&mut hostile);
+        let path = dir.join(format!("{name}.safetensors"));
+        hostile.save(&path).unwrap();
+        let file = path.display().to_string();
+        let exported = dir.join(format!("{name}-exported.safetensors"));
+        let out_path = exported.display().to_string();
+        for args in [
+            vec!["eval", "--checkpoint", &file],
+            vec!["info", "--checkpoint", &file],
+            vec!["predict", "--checkpoint", &file, &digit],
+            vec!["export", "--checkpoint", &file, "--out", &out_path],
+        ] {
+            let started = Instant::now();
+            let out = noprop(&args);
+            let stderr = text(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{name}: {args:?}: {stderr}");
+            assert!(!stderr.contains("panicked"), "{name}: {args:?}: {stderr}");
+            assert!(
+                stderr.contains(&file) && stderr.contains(needle),
+                "{name}: {args:?}: stderr names neither the file nor {needle:?}: {stderr}"
+            );
+            // Refused up front, not after building (or failing to build) a
+            // huge model.
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "{name}: {args:?} took {:?}",
+                started.elapsed()
+            );
+        }
+        assert!(!exported.exists(), "{name}: export wrote {out_path}");
+    }
+
+    // An image whose header claims 100,000 x 100,000 pixels (30 GB).
+    let huge = dir.join("huge.png");
+    std::fs::write(&huge, png_claiming(100_000)).unwrap();
+    assert_fails_with(
+        &[
+            "predict",
+            "--checkpoint",
+            last.to_str().unwrap(),
+            huge.to_str().unwrap(),
+        ],
+        "huge.png: the image is too large to decode",
     );
 }
 
