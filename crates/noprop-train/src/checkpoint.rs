@@ -718,6 +718,66 @@ mod tests {
         assert!(e.contains("nope.safetensors"), "{e}");
     }
 
+    /// Mutated checkpoints (bytes flipped in the header or the data,
+    /// header bytes replaced, truncated, extended) load or fail with an
+    /// error; never a panic. Both outcomes must occur.
+    #[test]
+    fn mutated_checkpoints_load_or_fail_cleanly() {
+        let (model, rng) = trained();
+        let valid = Checkpoint::capture(&model, meta(), Some(&rng))
+            .unwrap()
+            .to_bytes()
+            .unwrap();
+        let header_len = 8 + u64::from_le_bytes(valid[..8].try_into().unwrap()) as usize;
+        let cases: usize = std::env::var("NOPROP_FUZZ_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1500);
+        let mut rng = SeededRng::new(17);
+        let mut below = |n: usize| (rng.next_u64() % n.max(1) as u64) as usize;
+        let (mut loaded, mut refused) = (0, 0);
+        for _ in 0..cases {
+            let mut bytes = valid.clone();
+            for _ in 0..1 + below(3) {
+                if bytes.is_empty() {
+                    break;
+                }
+                let header_len = header_len.min(bytes.len());
+                match below(5) {
+                    // Most of a checkpoint is tensor data; aim at the header too.
+                    0 => {
+                        let i = below(header_len);
+                        bytes[i] ^= 1 << below(8);
+                    }
+                    1 => {
+                        let i = below(bytes.len());
+                        bytes[i] ^= 1 << below(8);
+                    }
+                    2 => {
+                        let i = below(header_len);
+                        let json = b"{}[]\":,0123456789e-";
+                        bytes[i] = json[below(json.len())];
+                    }
+                    3 => bytes.truncate(below(bytes.len() + 1)),
+                    _ => bytes.extend(std::iter::repeat_n(0xff, 1 + below(16))),
+                }
+            }
+            let result = std::panic::catch_unwind(|| Checkpoint::from_bytes(&bytes, &Device::Cpu));
+            match result {
+                Ok(Ok(_)) => loaded += 1,
+                Ok(Err(e)) => {
+                    assert!(!format!("{e:#}").is_empty());
+                    refused += 1;
+                }
+                Err(_) => panic!("from_bytes panicked on a mutant of {} bytes", bytes.len()),
+            }
+        }
+        assert!(
+            loaded > 0 && refused > 0,
+            "{loaded} loaded, {refused} refused"
+        );
+    }
+
     #[test]
     fn another_variant_or_other_shapes_are_refused() {
         let (model, rng) = trained();
