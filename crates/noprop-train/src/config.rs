@@ -508,6 +508,57 @@ mod tests {
         path
     }
 
+    /// Mutated run configurations (as a checkpoint stores them: JSON with
+    /// every section of the real variants) parse or fail with an error,
+    /// never a panic; both outcomes occur.
+    #[test]
+    fn mutated_configurations_parse_or_fail_cleanly() {
+        let sections = crate::registry::Sections;
+        let mut valid = RunConfig::load(
+            None,
+            &[Override::parse_set("variant=\"fm\"").unwrap()],
+            &sections,
+        )
+        .unwrap();
+        valid.epochs = 3;
+        let valid = valid.to_json().unwrap().into_bytes();
+        let cases: usize = std::env::var("NOPROP_FUZZ_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1000);
+        let mut rng = noprop_core::SeededRng::new(23);
+        let mut below = |n: usize| (rng.next_u64() % n.max(1) as u64) as usize;
+        let (mut parsed, mut refused) = (0, 0);
+        let json = b"{}[]\":,0123456789e-.tfn";
+        for _ in 0..cases {
+            let mut bytes = valid.clone();
+            for _ in 0..1 + below(3) {
+                if bytes.is_empty() {
+                    break;
+                }
+                let i = below(bytes.len());
+                match below(3) {
+                    0 => bytes[i] = json[below(json.len())],
+                    1 => {
+                        bytes.remove(i);
+                    }
+                    _ => bytes.insert(i, b"9"[0]),
+                }
+            }
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            let result = std::panic::catch_unwind(|| RunConfig::from_json(&text, &sections));
+            match result {
+                Ok(Ok(_)) => parsed += 1,
+                Ok(Err(_)) => refused += 1,
+                Err(_) => panic!("from_json panicked on {text}"),
+            }
+        }
+        assert!(
+            parsed > 0 && refused > 0,
+            "{parsed} parsed, {refused} refused"
+        );
+    }
+
     #[test]
     fn later_sources_win_and_the_result_round_trips() {
         let dir = tempfile::tempdir().unwrap();
