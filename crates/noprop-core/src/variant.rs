@@ -254,11 +254,6 @@ impl<'a> ModelInit<'a> {
         }
     }
 
-    /// Whether the values will be overwritten by a checkpoint.
-    pub fn is_for_loading(&self) -> bool {
-        !matches!(self, ModelInit::Train { .. })
-    }
-
     /// The model's parameter store, drawing its initial values from `rng`,
     /// with the bound of [`ModelInit::ForLoadingAtMost`].
     pub fn param_store(&self, rng: SeededRng) -> ParamStore {

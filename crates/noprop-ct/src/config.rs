@@ -170,17 +170,7 @@ impl CtConfig {
                 candle_core::bail!("ct config: {name} must be finite and >= 0, got {wd}");
             }
         }
-        if self.inference_steps == 0 {
-            candle_core::bail!("ct config: inference_steps must be at least 1");
-        }
-        if self.inference_steps > noprop_core::ode::MAX_ODE_STEPS {
-            candle_core::bail!(
-                "ct config: inference_steps = {} is beyond the supported maximum {}",
-                self.inference_steps,
-                noprop_core::ode::MAX_ODE_STEPS
-            );
-        }
-        Ok(())
+        noprop_core::ode::check_ode_steps(self.inference_steps, "ct config: `inference_steps`")
     }
 
     /// The learning-rate factor of optimizer step `step` (1-based).

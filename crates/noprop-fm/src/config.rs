@@ -65,16 +65,7 @@ impl FmConfig {
         if !(self.anchor_weight.is_finite() && self.anchor_weight >= 0.0) {
             return bad("anchor_weight", "must be >= 0");
         }
-        if self.inference_steps == 0 {
-            return bad("inference_steps", "must be at least 1");
-        }
-        if self.inference_steps > noprop_core::ode::MAX_ODE_STEPS {
-            return bad(
-                "inference_steps",
-                "is beyond the supported maximum (100000)",
-            );
-        }
-        Ok(())
+        noprop_core::ode::check_ode_steps(self.inference_steps, "fm config: `inference_steps`")
     }
 }
 

@@ -385,16 +385,9 @@ impl RunConfig {
                 bail!("{name} must be at least 1");
             }
         }
-        for (name, value) in [
-            ("train_accuracy_steps", Some(self.train_accuracy_steps)),
-            ("eval.steps", self.eval.steps),
-        ] {
-            if let Some(steps) = value.filter(|&s| s > noprop_core::ode::MAX_ODE_STEPS) {
-                bail!(
-                    "{name} = {steps} is beyond the supported maximum of {} ODE steps",
-                    noprop_core::ode::MAX_ODE_STEPS
-                );
-            }
+        noprop_core::ode::check_ode_steps(self.train_accuracy_steps, "train_accuracy_steps")?;
+        if let Some(steps) = self.eval.steps {
+            noprop_core::ode::check_ode_steps(steps, "eval.steps")?;
         }
         // TOML integers are signed 64-bit.
         for (name, value) in [
@@ -627,6 +620,14 @@ mod tests {
                 "data.mean",
             ),
             ("variant = \"alpha\"\n[eval]\nstep = 2\n", "step"),
+            (
+                "variant = \"alpha\"\n[eval]\nsteps = 200000\n",
+                "eval.steps: 200000 ODE steps is beyond the supported maximum 100000",
+            ),
+            (
+                "variant = \"alpha\"\ntrain_accuracy_steps = 200000\n",
+                "train_accuracy_steps: 200000 ODE steps",
+            ),
             (
                 "variant = \"alpha\"\n[lr_schedule]\nkind = \"step\"\n",
                 "step",
