@@ -239,6 +239,12 @@ fn first_non_finite(tensor: &Tensor) -> Result<Option<(usize, f64)>> {
         .map(|i| (i, values[i])))
 }
 
+/// Whether `name` is one of the model's variables (not optimizer or
+/// trainer state).
+fn is_model_tensor(name: &str) -> bool {
+    !name.starts_with(OPTIMIZER_PREFIX) && !name.starts_with(TRAINER_PREFIX)
+}
+
 fn json_floats(values: &[f32]) -> String {
     serde_json::to_string(values).unwrap_or_else(|_| "[]".into())
 }
@@ -260,7 +266,7 @@ impl Checkpoint {
     ) -> Result<Self> {
         let mut tensors = BTreeMap::new();
         for (name, value) in model.params().named_tensors() {
-            if name.starts_with(OPTIMIZER_PREFIX) || name.starts_with(TRAINER_PREFIX) {
+            if !is_model_tensor(&name) {
                 bail!("model variable `{name}` uses a prefix reserved for training state");
             }
             tensors.insert(name, value);
@@ -304,7 +310,7 @@ impl Checkpoint {
     pub fn model_tensors(&self) -> HashMap<String, Tensor> {
         self.tensors
             .iter()
-            .filter(|(n, _)| !n.starts_with(OPTIMIZER_PREFIX) && !n.starts_with(TRAINER_PREFIX))
+            .filter(|(n, _)| is_model_tensor(n))
             .map(|(n, t)| (n.clone(), t.clone()))
             .collect()
     }
@@ -365,9 +371,7 @@ impl Checkpoint {
     pub fn num_model_values(&self) -> usize {
         self.tensors
             .iter()
-            .filter(|(name, _)| {
-                !name.starts_with(OPTIMIZER_PREFIX) && !name.starts_with(TRAINER_PREFIX)
-            })
+            .filter(|(name, _)| is_model_tensor(name))
             .map(|(_, t)| t.elem_count())
             .sum()
     }
