@@ -223,20 +223,37 @@ fn check_normalisation(meta: &CheckpointMeta) -> Result<()> {
     Ok(())
 }
 
-/// The first non-finite value of a floating-point tensor, with its flat
-/// index (`None` for integer tensors or when every value is finite).
-fn first_non_finite(tensor: &Tensor) -> Result<Option<(usize, f64)>> {
-    if !tensor.dtype().is_float() {
-        return Ok(None);
+/// The first non-finite value of a stored tensor, with its flat index,
+/// read from the file's little-endian bytes before the tensor is put on a
+/// device (`None` for integer dtypes or when every value is finite). The
+/// 16-bit floats are non-finite when their exponent bits are all set.
+fn first_non_finite(dtype: Dtype, data: &[u8]) -> Option<(usize, f64)> {
+    let half = |exponent: u16, mantissa: u16| {
+        data.chunks_exact(2).enumerate().find_map(|(i, b)| {
+            let bits = u16::from_le_bytes([b[0], b[1]]);
+            (bits & exponent == exponent).then(|| {
+                let value = match (bits & mantissa != 0, bits & 0x8000 != 0) {
+                    (true, _) => f64::NAN,
+                    (false, true) => f64::NEG_INFINITY,
+                    (false, false) => f64::INFINITY,
+                };
+                (i, value)
+            })
+        })
+    };
+    match dtype {
+        Dtype::F32 => data.chunks_exact(4).enumerate().find_map(|(i, b)| {
+            let v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            (!v.is_finite()).then_some((i, f64::from(v)))
+        }),
+        Dtype::F64 => data.chunks_exact(8).enumerate().find_map(|(i, b)| {
+            let v = f64::from_le_bytes(b.try_into().expect("chunks of 8 bytes"));
+            (!v.is_finite()).then_some((i, v))
+        }),
+        Dtype::F16 => half(0x7c00, 0x03ff),
+        Dtype::BF16 => half(0x7f80, 0x007f),
+        _ => None,
     }
-    let values = tensor
-        .flatten_all()?
-        .to_dtype(DType::F64)?
-        .to_vec1::<f64>()?;
-    Ok(values
-        .iter()
-        .position(|v| !v.is_finite())
-        .map(|i| (i, values[i])))
 }
 
 /// Whether `name` is one of the model's variables (not optimizer or
@@ -457,16 +474,16 @@ impl Checkpoint {
             ) {
                 bail!("tensor `{name}` has unsupported dtype {}", view.dtype());
             }
-            let tensor = view
-                .load(device)
-                .with_context(|| format!("cannot read tensor `{name}`"))?;
             // Training stops on a non-finite loss, so a finite checkpoint is
             // the only kind it writes; anything else is damaged.
-            if let Some((index, value)) = first_non_finite(&tensor)? {
+            if let Some((index, value)) = first_non_finite(view.dtype(), view.data()) {
                 bail!(
                     "tensor `{name}` holds {value} at flat index {index}: a checkpoint's values must be finite (the file is damaged)"
                 );
             }
+            let tensor = view
+                .load(device)
+                .with_context(|| format!("cannot read tensor `{name}`"))?;
             tensors.insert(name, tensor);
         }
         Ok(Self { meta, tensors })
@@ -720,6 +737,52 @@ mod tests {
             Checkpoint::load(&missing, &Device::Cpu).unwrap_err()
         );
         assert!(e.contains("nope.safetensors"), "{e}");
+    }
+
+    /// Checked against values encoded independently (the IEEE bit patterns
+    /// written out by hand).
+    #[test]
+    fn non_finite_values_are_found_in_every_float_encoding() {
+        let bytes =
+            |words: &[u16]| -> Vec<u8> { words.iter().flat_map(|w| w.to_le_bytes()).collect() };
+        // f16: 1.0 = 0x3c00, +inf = 0x7c00, -inf = 0xfc00, NaN = 0x7e00;
+        // the largest finite 65504 = 0x7bff.
+        assert_eq!(
+            first_non_finite(Dtype::F16, &bytes(&[0x3c00, 0x7bff])),
+            None
+        );
+        assert_eq!(
+            first_non_finite(Dtype::F16, &bytes(&[0x3c00, 0xfc00])),
+            Some((1, f64::NEG_INFINITY))
+        );
+        let (i, v) = first_non_finite(Dtype::F16, &bytes(&[0x7e00])).unwrap();
+        assert!(i == 0 && v.is_nan());
+        // bf16: 1.0 = 0x3f80, +inf = 0x7f80, NaN = 0x7fc0; 0x7f7f is finite.
+        assert_eq!(
+            first_non_finite(Dtype::BF16, &bytes(&[0x3f80, 0x7f7f])),
+            None
+        );
+        assert_eq!(
+            first_non_finite(Dtype::BF16, &bytes(&[0x3f80, 0x3f80, 0x7f80])),
+            Some((2, f64::INFINITY))
+        );
+        let (i, v) = first_non_finite(Dtype::BF16, &bytes(&[0x7fc0])).unwrap();
+        assert!(i == 0 && v.is_nan());
+        let f32s: Vec<u8> = [1.0f32, -2.5, f32::INFINITY]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        assert_eq!(
+            first_non_finite(Dtype::F32, &f32s),
+            Some((2, f64::INFINITY))
+        );
+        let f64s: Vec<u8> = [f64::MAX, f64::NAN]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        assert!(first_non_finite(Dtype::F64, &f64s).is_some_and(|(i, v)| i == 1 && v.is_nan()));
+        // Integers have no non-finite values.
+        assert_eq!(first_non_finite(Dtype::U8, &[0xff; 4]), None);
     }
 
     /// Mutated checkpoints (bytes flipped in the header or the data,
