@@ -31,7 +31,7 @@ pub struct ParamStore {
 }
 
 /// A bound on the values a store creates.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 struct ValueBudget {
     max: usize,
     used: usize,
@@ -81,10 +81,18 @@ impl ParamStore {
     /// bound of [`ParamStore::with_max_values`]; takes nothing. For values
     /// built outside the store before [`ParamStore::insert`].
     pub fn check_room(&self, name: &str, values: usize) -> Result<()> {
+        self.room_for(name, values, false)
+    }
+
+    fn take_room(&self, name: &str, values: usize) -> Result<()> {
+        self.room_for(name, values, true)
+    }
+
+    fn room_for(&self, name: &str, values: usize, take: bool) -> Result<()> {
         let Some(room) = &self.room else {
             return Ok(());
         };
-        let budget = *room.lock().unwrap();
+        let mut budget = room.lock().unwrap();
         if values > budget.max - budget.used {
             candle_core::bail!(
                 "variable `{name}` needs {values} values, beyond the {} the model may hold ({} already made): its configuration does not match the tensors it is loaded from",
@@ -92,13 +100,8 @@ impl ParamStore {
                 budget.used
             );
         }
-        Ok(())
-    }
-
-    fn take_room(&self, name: &str, values: usize) -> Result<()> {
-        self.check_room(name, values)?;
-        if let Some(room) = &self.room {
-            room.lock().unwrap().used += values;
+        if take {
+            budget.used += values;
         }
         Ok(())
     }
