@@ -969,6 +969,14 @@ fn hostile_checkpoints_are_refused_before_anything_is_allocated() {
         .clone();
     let many_steps = config_with("inference_steps", (1u64 << 40).into());
     type Edit = Box<dyn Fn(&mut Checkpoint)>;
+    // Replaces the first weight tensor by `change` of it.
+    let weight = |change: fn(&Tensor) -> Tensor| -> Edit {
+        let name = first_weight.clone();
+        Box::new(move |c| {
+            let changed = change(&c.tensors[&name]);
+            c.tensors.insert(name.clone(), changed);
+        })
+    };
     let cases: Vec<(&str, Edit, &str)> = vec![
         (
             "huge-image",
@@ -1004,30 +1012,16 @@ fn hostile_checkpoints_are_refused_before_anything_is_allocated() {
         ),
         (
             "nan-weight",
-            Box::new({
-                let name = first_weight.clone();
-                move |c| {
-                    let w = &c.tensors[&name];
-                    let mut values = w.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-                    values[3] = f32::NAN;
-                    c.tensors.insert(
-                        name.clone(),
-                        Tensor::from_vec(values, w.shape(), &Device::Cpu).unwrap(),
-                    );
-                }
+            weight(|w| {
+                let mut values = w.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                values[3] = f32::NAN;
+                Tensor::from_vec(values, w.shape(), &Device::Cpu).unwrap()
             }),
             "holds NaN at flat index 3",
         ),
         (
             "inf-weight",
-            Box::new({
-                let name = first_weight.clone();
-                move |c| {
-                    let w = &c.tensors[&name];
-                    let inf = (w.ones_like().unwrap() * f64::INFINITY).unwrap();
-                    c.tensors.insert(name.clone(), inf);
-                }
-            }),
+            weight(|w| (w.ones_like().unwrap() * f64::INFINITY).unwrap()),
             "holds inf at flat index 0",
         ),
         (
@@ -1048,24 +1042,12 @@ fn hostile_checkpoints_are_refused_before_anything_is_allocated() {
         ),
         (
             "integer-weight",
-            Box::new({
-                let name = first_weight.clone();
-                move |c| {
-                    let w = c.tensors[&name].to_dtype(candle_core::DType::U8).unwrap();
-                    c.tensors.insert(name.clone(), w);
-                }
-            }),
+            weight(|w| w.to_dtype(candle_core::DType::U8).unwrap()),
             "has dtype U8",
         ),
         (
             "flattened-weight",
-            Box::new({
-                let name = first_weight.clone();
-                move |c| {
-                    let w = c.tensors[&name].flatten_all().unwrap();
-                    c.tensors.insert(name.clone(), w);
-                }
-            }),
+            weight(|w| w.flatten_all().unwrap()),
             "has shape",
         ),
         (
