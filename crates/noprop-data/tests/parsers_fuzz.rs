@@ -14,7 +14,7 @@ use std::path::Path;
 
 use noprop_data::cifar::{parse_cifar10, parse_cifar100};
 use noprop_data::file::decompress_if_gzip;
-use noprop_data::idx::{parse_images, parse_labels, IMAGES_MAGIC, LABELS_MAGIC};
+use noprop_data::idx::{parse_images, parse_labels, IdxImages, IMAGES_MAGIC, LABELS_MAGIC};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -119,6 +119,21 @@ fn names_the_file(e: &noprop_data::DataError, path: &Path) -> bool {
     false
 }
 
+/// Whether the IDX images were accepted; if so their pixels must match
+/// their header, if not the error must name the file.
+fn images_accepted(path: &Path, result: noprop_data::Result<IdxImages>) -> bool {
+    match result {
+        Ok(images) => {
+            assert_eq!(
+                images.pixels.len(),
+                images.count * images.rows * images.cols
+            );
+            true
+        }
+        Err(e) => names_the_file(&e, path),
+    }
+}
+
 /// Inputs that must be refused cleanly by every parser (hand-made edge
 /// cases; add here any input that ever fails a parser).
 const REGRESSIONS: &[&[u8]] = &[
@@ -130,16 +145,7 @@ const REGRESSIONS: &[&[u8]] = &[
 fn idx_images_parse_or_fail_cleanly() {
     let path = Path::new("fuzz-images.idx");
     fuzz(1, &idx_images(3, 4, 5), |bytes| {
-        match parse_images(path, bytes.to_vec()) {
-            Ok(images) => {
-                assert_eq!(
-                    images.pixels.len(),
-                    images.count * images.rows * images.cols
-                );
-                true
-            }
-            Err(e) => names_the_file(&e, path),
-        }
+        images_accepted(path, parse_images(path, bytes.to_vec()))
     });
 }
 
@@ -184,16 +190,7 @@ fn gzip_framed_files_decompress_or_fail_cleanly() {
         5,
         &gzip(&idx_images(3, 4, 5)),
         |bytes| match decompress_if_gzip(path, bytes.to_vec()) {
-            Ok(inner) => match parse_images(path, inner) {
-                Ok(images) => {
-                    assert_eq!(
-                        images.pixels.len(),
-                        images.count * images.rows * images.cols
-                    );
-                    true
-                }
-                Err(e) => names_the_file(&e, path),
-            },
+            Ok(inner) => images_accepted(path, parse_images(path, inner)),
             Err(e) => names_the_file(&e, path),
         },
     );
