@@ -796,53 +796,30 @@ mod tests {
             .to_bytes()
             .unwrap();
         let header_len = 8 + u64::from_le_bytes(valid[..8].try_into().unwrap()) as usize;
-        let cases: usize = std::env::var("NOPROP_FUZZ_CASES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(1500);
-        let mut rng = SeededRng::new(17);
-        let mut below = |n: usize| (rng.next_u64() % n.max(1) as u64) as usize;
-        let (mut loaded, mut refused) = (0, 0);
-        for _ in 0..cases {
-            let mut bytes = valid.clone();
-            for _ in 0..1 + below(3) {
-                if bytes.is_empty() {
-                    break;
+        let mutate = |bytes: &mut Vec<u8>, rng: &mut crate::testing::Below| {
+            let header_len = header_len.min(bytes.len());
+            match rng.below(5) {
+                // Most of a checkpoint is tensor data; aim at the header too.
+                0 => {
+                    let i = rng.below(header_len);
+                    bytes[i] ^= 1 << rng.below(8);
                 }
-                let header_len = header_len.min(bytes.len());
-                match below(5) {
-                    // Most of a checkpoint is tensor data; aim at the header too.
-                    0 => {
-                        let i = below(header_len);
-                        bytes[i] ^= 1 << below(8);
-                    }
-                    1 => {
-                        let i = below(bytes.len());
-                        bytes[i] ^= 1 << below(8);
-                    }
-                    2 => {
-                        let i = below(header_len);
-                        let json = b"{}[]\":,0123456789e-";
-                        bytes[i] = json[below(json.len())];
-                    }
-                    3 => bytes.truncate(below(bytes.len() + 1)),
-                    _ => bytes.extend(std::iter::repeat_n(0xff, 1 + below(16))),
+                1 => {
+                    let i = rng.below(bytes.len());
+                    bytes[i] ^= 1 << rng.below(8);
                 }
+                2 => {
+                    let i = rng.below(header_len);
+                    let json = b"{}[]\":,0123456789e-";
+                    bytes[i] = json[rng.below(json.len())];
+                }
+                3 => bytes.truncate(rng.below(bytes.len() + 1)),
+                _ => bytes.extend(std::iter::repeat_n(0xff, 1 + rng.below(16))),
             }
-            let result = std::panic::catch_unwind(|| Checkpoint::from_bytes(&bytes, &Device::Cpu));
-            match result {
-                Ok(Ok(_)) => loaded += 1,
-                Ok(Err(e)) => {
-                    assert!(!format!("{e:#}").is_empty());
-                    refused += 1;
-                }
-                Err(_) => panic!("from_bytes panicked on a mutant of {} bytes", bytes.len()),
-            }
-        }
-        assert!(
-            loaded > 0 && refused > 0,
-            "{loaded} loaded, {refused} refused"
-        );
+        };
+        crate::testing::fuzz_mutants(17, 1500, &valid, mutate, |bytes| {
+            Checkpoint::from_bytes(bytes, &Device::Cpu)
+        });
     }
 
     #[test]

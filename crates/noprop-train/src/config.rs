@@ -515,41 +515,20 @@ mod tests {
         .unwrap();
         valid.epochs = 3;
         let valid = valid.to_json().unwrap().into_bytes();
-        let cases: usize = std::env::var("NOPROP_FUZZ_CASES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(1000);
-        let mut rng = noprop_core::SeededRng::new(23);
-        let mut below = |n: usize| (rng.next_u64() % n.max(1) as u64) as usize;
-        let (mut parsed, mut refused) = (0, 0);
         let json = b"{}[]\":,0123456789e-.tfn";
-        for _ in 0..cases {
-            let mut bytes = valid.clone();
-            for _ in 0..1 + below(3) {
-                if bytes.is_empty() {
-                    break;
+        let mutate = |bytes: &mut Vec<u8>, rng: &mut crate::testing::Below| {
+            let i = rng.below(bytes.len());
+            match rng.below(3) {
+                0 => bytes[i] = json[rng.below(json.len())],
+                1 => {
+                    bytes.remove(i);
                 }
-                let i = below(bytes.len());
-                match below(3) {
-                    0 => bytes[i] = json[below(json.len())],
-                    1 => {
-                        bytes.remove(i);
-                    }
-                    _ => bytes.insert(i, b"9"[0]),
-                }
+                _ => bytes.insert(i, b'9'),
             }
-            let text = String::from_utf8_lossy(&bytes).into_owned();
-            let result = std::panic::catch_unwind(|| RunConfig::from_json(&text, &sections));
-            match result {
-                Ok(Ok(_)) => parsed += 1,
-                Ok(Err(_)) => refused += 1,
-                Err(_) => panic!("from_json panicked on {text}"),
-            }
-        }
-        assert!(
-            parsed > 0 && refused > 0,
-            "{parsed} parsed, {refused} refused"
-        );
+        };
+        crate::testing::fuzz_mutants(23, 1000, &valid, mutate, |bytes| {
+            RunConfig::from_json(&String::from_utf8_lossy(bytes), &sections)
+        });
     }
 
     #[test]

@@ -287,3 +287,59 @@ impl Variant for Scripted<'_> {
         self.inner.config_json()
     }
 }
+
+/// Uniform indices below `n` from a seeded generator, for making mutants.
+pub struct Below(SeededRng);
+
+impl Below {
+    /// An index in `0..n` (0 when `n` is 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.0.next_u64() % n.max(1) as u64) as usize
+    }
+}
+
+/// Runs `parse` on mutants of `valid`, each made by 1 to 3 calls of
+/// `mutate` (indices from a generator seeded with `seed`): `default_cases`
+/// of them, or `NOPROP_FUZZ_CASES`. `parse` must never panic nor fail
+/// without a message, and both
+/// accepted and refused mutants must occur (or the mutations miss the
+/// parser's checks, or its happy path).
+pub fn fuzz_mutants<T, E: std::fmt::Display>(
+    seed: u64,
+    default_cases: usize,
+    valid: &[u8],
+    mut mutate: impl FnMut(&mut Vec<u8>, &mut Below),
+    parse: impl Fn(&[u8]) -> std::result::Result<T, E>,
+) {
+    let cases = std::env::var("NOPROP_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default_cases);
+    let mut rng = Below(SeededRng::new(seed));
+    let (mut accepted, mut refused) = (0usize, 0usize);
+    for _ in 0..cases {
+        let mut bytes = valid.to_vec();
+        for _ in 0..1 + rng.below(3) {
+            if bytes.is_empty() {
+                break;
+            }
+            mutate(&mut bytes, &mut rng);
+        }
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| parse(&bytes))) {
+            Ok(Ok(_)) => accepted += 1,
+            Ok(Err(e)) => {
+                assert!(!e.to_string().is_empty(), "an error without a message");
+                refused += 1;
+            }
+            Err(_) => panic!(
+                "the parser panicked on a mutant of {} bytes: {:?}",
+                bytes.len(),
+                String::from_utf8_lossy(&bytes)
+            ),
+        }
+    }
+    assert!(
+        accepted > 0 && refused > 0,
+        "{accepted} accepted, {refused} refused of {cases} mutants"
+    );
+}
