@@ -45,8 +45,19 @@ enum Task {
     Memory(memory::MemoryArgs),
 }
 
-fn main() -> Result<()> {
-    let cli = Cli::parse();
+fn main() -> std::process::ExitCode {
+    // The error and its causes on one line each, never a backtrace (many
+    // shells set RUST_BACKTRACE=1, which anyhow's Debug output honours).
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
     match cli.task {
         Task::TrainAll(args) => train_all::run(&args),
         Task::Reproduce(args) => reproduce::run(&args),

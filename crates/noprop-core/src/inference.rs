@@ -13,6 +13,8 @@
 //! - **ensemble**: the argmax of the probabilities averaged over the runs,
 //!   scored once; usually higher than any single run.
 
+use std::ops::ControlFlow;
+
 use candle_core::{DType, Tensor};
 
 use crate::rng::SeededRng;
@@ -232,18 +234,24 @@ pub fn evaluate(
     settings: &InferenceSettings,
     rng: &mut SeededRng,
 ) -> candle_core::Result<RunAccuracy> {
-    evaluate_with_progress(model, images, labels, settings, rng, &mut |_| {})
+    let scored = evaluate_with_progress(model, images, labels, settings, rng, &mut |_| {
+        ControlFlow::Continue(())
+    })?;
+    // The callback never breaks.
+    scored.ok_or_else(|| candle_core::Error::Msg("the evaluation was stopped".into()))
 }
 
-/// [`evaluate`], calling `done(n)` after each batch of n images.
+/// [`evaluate`], calling `done(n)` after each batch of n images; `None`
+/// when `done` breaks (the caller stops the evaluation, e.g. on Ctrl-C,
+/// after the batch in progress).
 pub fn evaluate_with_progress(
     model: &dyn Variant,
     images: &Tensor,
     labels: &Tensor,
     settings: &InferenceSettings,
     rng: &mut SeededRng,
-    done: &mut dyn FnMut(usize),
-) -> candle_core::Result<RunAccuracy> {
+    done: &mut dyn FnMut(usize) -> ControlFlow<()>,
+) -> candle_core::Result<Option<RunAccuracy>> {
     settings.check()?;
     let n = model.spec().check_batch(images, labels, model.name())?;
     let mut total = RunAccuracy::default();
@@ -254,10 +262,12 @@ pub fn evaluate_with_progress(
         let y = labels.narrow(0, start, len)?;
         let per_run = predict_runs(model, &x, settings, rng)?;
         total.add(&RunAccuracy::score(&per_run, &y)?)?;
-        done(len);
+        if done(len).is_break() {
+            return Ok(None);
+        }
         start += len;
     }
-    Ok(total)
+    Ok(Some(total))
 }
 
 #[cfg(test)]

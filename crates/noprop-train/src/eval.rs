@@ -5,6 +5,7 @@
 //! the single runs' accuracies, the paper's protocol and the headline, and
 //! the accuracy of their ensemble (averaged probabilities).
 
+use std::ops::ControlFlow;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -41,6 +42,20 @@ pub fn evaluate(
     rng: &mut SeededRng,
     progress: Option<&Progress>,
 ) -> Result<Evaluation> {
+    evaluate_unless_stopped(model, split, settings, rng, progress, &|| false)?
+        .context("the evaluation was stopped")
+}
+
+/// [`evaluate`], asking `stop` after every batch: `None` when it said yes
+/// (the trainer stops an end-of-epoch evaluation on Ctrl-C within a batch).
+pub fn evaluate_unless_stopped(
+    model: &dyn Variant,
+    split: &Split,
+    settings: &InferenceSettings,
+    rng: &mut SeededRng,
+    progress: Option<&Progress>,
+    stop: &dyn Fn() -> bool,
+) -> Result<Option<Evaluation>> {
     let start = Instant::now();
     let accuracy = inference::evaluate_with_progress(
         model,
@@ -52,12 +67,17 @@ pub fn evaluate(
             if let Some(p) = progress {
                 p.eval_images(n);
             }
+            if stop() {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
         },
     )?;
-    Ok(Evaluation {
+    Ok(accuracy.map(|accuracy| Evaluation {
         accuracy,
         seconds: start.elapsed().as_secs_f64(),
-    })
+    }))
 }
 
 /// The inference settings of `args` on top of the run's `[eval]` settings.

@@ -1,8 +1,8 @@
 //! Progress on stderr: bars for training and evaluation (indicatif) when
 //! stderr is a terminal; otherwise (a log file, a batch job) a plain line
 //! every `log_every` seconds during an epoch, with its position, the loss,
-//! images per second and the time left in the epoch, beside the
-//! one-line-per-epoch summaries.
+//! images per second and the time left in the epoch (and the same for the
+//! end-of-epoch evaluation), beside the one-line-per-epoch summaries.
 
 use std::cell::Cell;
 use std::io::IsTerminal;
@@ -28,6 +28,11 @@ struct LogLines {
     images: Cell<usize>,
     started: Cell<Instant>,
     last: Cell<Instant>,
+    /// The evaluation in progress: its split, images done and total.
+    eval_split: std::cell::RefCell<String>,
+    eval_done: Cell<usize>,
+    eval_total: Cell<usize>,
+    eval_started: Cell<Instant>,
 }
 
 impl LogLines {
@@ -50,6 +55,44 @@ impl LogLines {
             self.total_epochs,
             done_here,
             self.batches.get(),
+            format_duration(left)
+        );
+    }
+}
+
+impl LogLines {
+    /// An evaluation starts: a line at once (a long evaluation is then not
+    /// mistaken for a hang), then one every `every`.
+    fn start_eval(&self, split: &str, total: usize) {
+        let now = Instant::now();
+        *self.eval_split.borrow_mut() = split.to_string();
+        self.eval_done.set(0);
+        self.eval_total.set(total);
+        self.eval_started.set(now);
+        self.last.set(now);
+        eprintln!(
+            "epoch {}/{}: evaluating on {total} {split} images",
+            self.epoch.get(),
+            self.total_epochs
+        );
+    }
+
+    fn eval_images(&self, n: usize) {
+        self.eval_done.set(self.eval_done.get() + n);
+        let now = Instant::now();
+        if now.duration_since(self.last.get()) < self.every {
+            return;
+        }
+        self.last.set(now);
+        let seconds = now.duration_since(self.eval_started.get()).as_secs_f64();
+        let (done, total) = (self.eval_done.get(), self.eval_total.get());
+        let rate = done as f64 / seconds.max(1e-9);
+        let left = total.saturating_sub(done) as f64 / rate.max(1e-9);
+        eprintln!(
+            "epoch {}/{}: {} {done}/{total} images, {rate:.1} images/s, {} left in the evaluation",
+            self.epoch.get(),
+            self.total_epochs,
+            self.eval_split.borrow(),
             format_duration(left)
         );
     }
@@ -88,6 +131,10 @@ impl Progress {
                 images: Cell::new(0),
                 started: Cell::new(now),
                 last: Cell::new(now),
+                eval_split: std::cell::RefCell::new(String::new()),
+                eval_done: Cell::new(0),
+                eval_total: Cell::new(0),
+                eval_started: Cell::new(now),
             });
             return Self { bars: None, log };
         }
@@ -160,6 +207,9 @@ impl Progress {
 
     /// Switches the batch bar to evaluation of `total` images.
     pub fn start_eval(&self, what: &str, total: usize) {
+        if let Some(log) = &self.log {
+            log.start_eval(what, total);
+        }
         if let Some((_, _, batches)) = &self.bars {
             batches.set_prefix(what.to_string());
             batches.set_length(total as u64);
@@ -170,6 +220,9 @@ impl Progress {
 
     /// `n` images evaluated.
     pub fn eval_images(&self, n: usize) {
+        if let Some(log) = &self.log {
+            log.eval_images(n);
+        }
         if let Some((_, _, batches)) = &self.bars {
             batches.inc(n as u64);
         }

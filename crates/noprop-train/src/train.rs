@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use crate::checkpoint::{Checkpoint, CheckpointKind, CheckpointMeta};
 use crate::checkpointer::Checkpointer;
 use crate::config::RunConfig;
-use crate::eval::evaluate;
+use crate::eval::evaluate_unless_stopped;
 use crate::metrics::{EpochMetrics, EpochTotals, MetricsLog};
 use crate::progress::Progress;
 
@@ -61,6 +61,60 @@ pub struct TrainerState {
     pub best: Option<BestScore>,
     /// Running sums of the current epoch.
     pub totals: EpochTotals,
+}
+
+impl TrainerState {
+    /// Refuses a state this run cannot have reached (a crafted or foreign
+    /// checkpoint): its counts must agree with the checkpoint's metadata and
+    /// with `n_batches` batches per epoch, every epoch having the same number
+    /// (`step = epochs_done * n_batches + batch_in_epoch`). `batch_in_epoch =
+    /// n_batches` is a trained epoch whose evaluation was interrupted.
+    pub fn check_resumable(
+        &self,
+        meta: &CheckpointMeta,
+        n_batches: usize,
+        config: &RunConfig,
+    ) -> Result<()> {
+        let impossible = |why: String| -> Result<()> {
+            anyhow::bail!("the checkpoint's trainer state is impossible for this run: {why}")
+        };
+        if self.epochs_done != meta.epoch || self.step != meta.step {
+            return impossible(format!(
+                "it says epoch {} step {}, the checkpoint's metadata epoch {} step {}",
+                self.epochs_done, self.step, meta.epoch, meta.step
+            ));
+        }
+        if self.epochs_done > config.epochs {
+            return impossible(format!(
+                "{} epochs done, more than the run's {}",
+                self.epochs_done, config.epochs
+            ));
+        }
+        if self.batch_in_epoch > n_batches {
+            return impossible(format!(
+                "batch {} of an epoch of {} batches (batches of {})",
+                self.batch_in_epoch, n_batches, config.batch_size
+            ));
+        }
+        let expected = (self.epochs_done as u64)
+            .checked_mul(n_batches as u64)
+            .and_then(|s| s.checked_add(self.batch_in_epoch as u64));
+        if expected != Some(self.step) {
+            return impossible(format!(
+                "step {} after {} epochs of {} batches and {} batches more",
+                self.step, self.epochs_done, n_batches, self.batch_in_epoch
+            ));
+        }
+        if let Some(best) = &self.best {
+            if best.epoch == 0 || best.epoch > self.epochs_done || !best.accuracy.is_finite() {
+                return impossible(format!(
+                    "the best epoch is {} (accuracy {}) after {} epochs",
+                    best.epoch, best.accuracy, self.epochs_done
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The epoch whose model is in `best.safetensors`.
@@ -160,6 +214,15 @@ impl Trainer<'_> {
                 let json = checkpoint.meta.trainer_state_json.as_deref().unwrap_or("");
                 let state: TrainerState =
                     serde_json::from_str(json).context("invalid `trainer_state` metadata")?;
+                let n_batches = self
+                    .data
+                    .train
+                    .batches(config.batch_size, None)?
+                    .drop_last(config.data.drop_last)
+                    .len();
+                state
+                    .check_resumable(&checkpoint.meta, n_batches, config)
+                    .with_context(|| format!("{}", self.run_dir.join(LAST_CHECKPOINT).display()))?;
                 (state, checkpoint.trainer_rng()?)
             }
             None => (
@@ -266,7 +329,14 @@ impl Trainer<'_> {
 
             let train_peak_rss_bytes = memory.take_peak();
             let train_peak_device_bytes = device_memory.as_ref().and_then(|d| d.take_peak());
-            let mut metrics = self.finish_epoch(model, &mut state, &progress, lr_factor)?;
+            let Some(mut metrics) = self.finish_epoch(model, &mut state, &progress, lr_factor)?
+            else {
+                // Stopped during the evaluation: the epoch's steps are saved
+                // (batch_in_epoch = n_batches), so a resume only evaluates.
+                progress.finish();
+                self.save(model, &state, &rng, false)?;
+                return Ok(TrainOutcome::Interrupted { state });
+            };
             metrics.memory = crate::memory::MemoryUsage {
                 train_peak_rss_bytes,
                 eval_peak_rss_bytes: memory.take_peak(),
@@ -288,14 +358,16 @@ impl Trainer<'_> {
         Ok(TrainOutcome::Completed { state, last_epoch })
     }
 
-    /// Evaluates, updates the best score and closes the epoch's sums.
+    /// Evaluates, updates the best score and closes the epoch's sums;
+    /// `None`, with `state` unchanged, when a stop was requested during the
+    /// evaluation.
     fn finish_epoch(
         &self,
         model: &dyn Variant,
         state: &mut TrainerState,
         progress: &Progress,
         lr_factor: f64,
-    ) -> Result<EpochMetrics> {
+    ) -> Result<Option<EpochMetrics>> {
         let config = self.config;
         let settings = config.eval.settings();
         let epoch = state.epochs_done + 1;
@@ -304,13 +376,35 @@ impl Trainer<'_> {
         if let Some(validation) = self.data.validation {
             progress.start_eval("validation", validation.len());
             let mut rng = SeededRng::new(config.seed).fork(EVAL_STREAM);
-            let evaluation = evaluate(model, validation, &settings, &mut rng, Some(progress))?;
+            let stop = || self.stop_requested();
+            let Some(evaluation) = evaluate_unless_stopped(
+                model,
+                validation,
+                &settings,
+                &mut rng,
+                Some(progress),
+                &stop,
+            )?
+            else {
+                return Ok(None);
+            };
             metrics.validation_accuracy = Some(evaluation.fraction());
             eval_seconds += evaluation.seconds;
         }
         progress.start_eval("test", self.data.test.len());
         let mut rng = SeededRng::new(config.seed).fork(EVAL_STREAM);
-        let evaluation = evaluate(model, self.data.test, &settings, &mut rng, Some(progress))?;
+        let stop = || self.stop_requested();
+        let Some(evaluation) = evaluate_unless_stopped(
+            model,
+            self.data.test,
+            &settings,
+            &mut rng,
+            Some(progress),
+            &stop,
+        )?
+        else {
+            return Ok(None);
+        };
         metrics.test_accuracy = evaluation.fraction();
         if settings.runs > 1 {
             metrics.test_run_accuracies = Some(evaluation.accuracy.per_run());
@@ -335,7 +429,7 @@ impl Trainer<'_> {
         state.epochs_done = epoch;
         state.batch_in_epoch = 0;
         state.totals = EpochTotals::default();
-        Ok(metrics)
+        Ok(Some(metrics))
     }
 
     /// Inference for the train-accuracy measurement: one run, few ODE

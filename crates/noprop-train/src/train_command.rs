@@ -98,6 +98,7 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
                 spec
             );
         }
+        check_same_configuration(&config, &checkpoint, &run_dir)?;
         Some(checkpoint)
     } else {
         None
@@ -226,6 +227,111 @@ fn reopen(args: &TrainArgs, dir: &Path) -> Result<(RunConfig, PathBuf, bool, Run
             .with_context(|| format!("cannot update {}", config_path.display()))?;
     }
     Ok((config, dir.to_path_buf(), true, lock))
+}
+
+/// The run-configuration keys a resume may change: `epochs` (the new total,
+/// `--epochs`), `device` (`--device`) and `data.dir` (where to find the same
+/// data files). Every other key shapes the steps taken so far or to come.
+const RESUMABLE_KEYS: [&str; 3] = ["epochs", "device", "data.dir"];
+
+/// At most this many differing keys are listed in the error.
+const DIFFERENCES_SHOWN: usize = 6;
+
+/// Refuses to resume when `config` (the run directory's `config.toml`,
+/// with `--epochs`/`--device` applied) differs from the configuration the
+/// checkpoint was trained with in any key but [`RESUMABLE_KEYS`]: the
+/// resumed run would not be the one that was stopped.
+fn check_same_configuration(
+    config: &RunConfig,
+    checkpoint: &Checkpoint,
+    run_dir: &Path,
+) -> Result<()> {
+    let checkpoint_path = run_dir.join(LAST_CHECKPOINT);
+    let stored =
+        RunConfig::from_json(&checkpoint.meta.config_json, &Sections).with_context(|| {
+            format!(
+                "cannot resume {}: the configuration stored in {} is invalid",
+                run_dir.display(),
+                checkpoint_path.display()
+            )
+        })?;
+    let differences = configuration_differences(config, &stored)?;
+    if differences.is_empty() {
+        return Ok(());
+    }
+    let mut listed = String::new();
+    for (key, in_file, in_checkpoint) in differences.iter().take(DIFFERENCES_SHOWN) {
+        listed.push_str(&format!(
+            "\n  {key}: {in_file} in {CONFIG_FILE}, {in_checkpoint} in {LAST_CHECKPOINT}"
+        ));
+    }
+    if differences.len() > DIFFERENCES_SHOWN {
+        listed.push_str(&format!(
+            "\n  and {} more",
+            differences.len() - DIFFERENCES_SHOWN
+        ));
+    }
+    let config_path = run_dir.join(CONFIG_FILE);
+    bail!(
+        "cannot resume {}: {} differs from the configuration {} was trained with, so the \
+         resumed run would not continue the stopped one:{listed}\n\
+         Only `epochs`, `device` and `data.dir` may change on a resume (--epochs, --device). Restore {} to resume, or start \
+         a new run from the edited file: `noprop train --config {} --out NEW_DIR`",
+        run_dir.display(),
+        config_path.display(),
+        checkpoint_path.display(),
+        config_path.display(),
+        config_path.display(),
+    )
+}
+
+/// The keys (dotted paths) where `current` and `stored` differ, with each
+/// side's value (`unset` where a key is absent), [`RESUMABLE_KEYS`] aside;
+/// sorted by key.
+fn configuration_differences(
+    current: &RunConfig,
+    stored: &RunConfig,
+) -> Result<Vec<(String, String, String)>> {
+    let flat =
+        |config: &RunConfig| -> Result<std::collections::BTreeMap<String, serde_json::Value>> {
+            let value = serde_json::to_value(config).context("cannot compare configurations")?;
+            let mut out = std::collections::BTreeMap::new();
+            flatten_into(String::new(), value, &mut out);
+            Ok(out)
+        };
+    let (current, stored) = (flat(current)?, flat(stored)?);
+    let keys: std::collections::BTreeSet<&String> = current.keys().chain(stored.keys()).collect();
+    let show =
+        |v: Option<&serde_json::Value>| v.map_or_else(|| "unset".to_string(), |v| v.to_string());
+    Ok(keys
+        .into_iter()
+        .filter(|key| !RESUMABLE_KEYS.contains(&key.as_str()))
+        .filter(|key| current.get(*key) != stored.get(*key))
+        .map(|key| (key.clone(), show(current.get(key)), show(stored.get(key))))
+        .collect())
+}
+
+/// The leaves of a JSON object under their dotted paths (arrays are leaves).
+fn flatten_into(
+    prefix: String,
+    value: serde_json::Value,
+    out: &mut std::collections::BTreeMap<String, serde_json::Value>,
+) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, value) in map {
+                let path = if prefix.is_empty() {
+                    key
+                } else {
+                    format!("{prefix}.{key}")
+                };
+                flatten_into(path, value, out);
+            }
+        }
+        leaf => {
+            out.insert(prefix, leaf);
+        }
+    }
 }
 
 /// The dedicated flags as configuration overrides, then the `--set` ones.
@@ -437,7 +543,7 @@ fn install_ctrlc(stop: &Arc<AtomicBool>) {
             std::process::exit(i32::from(EXIT_INTERRUPTED));
         }
         eprintln!(
-            "\ninterrupt: saving a checkpoint at the end of this step (Ctrl-C again to quit now)"
+            "\ninterrupt: saving a checkpoint at the end of this step or evaluation batch (Ctrl-C again to quit now)"
         );
     });
     if let Err(e) = result {
@@ -528,4 +634,48 @@ fn report(
         return Ok(ExitCode::from(EXIT_INTERRUPTED));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fm() -> RunConfig {
+        RunConfig {
+            variant: "fm".into(),
+            ..RunConfig::default()
+        }
+        .resolve(&Sections)
+        .unwrap()
+    }
+
+    #[test]
+    fn a_resume_may_change_only_the_epochs_the_device_and_the_data_directory() {
+        let stored = fm();
+        let mut current = fm();
+        current.epochs += 5;
+        current.device = crate::device::DeviceChoice::Cuda;
+        current.data.dir = Some("/elsewhere".into());
+        assert!(configuration_differences(&current, &stored)
+            .unwrap()
+            .is_empty());
+
+        current.batch_size = 7;
+        current
+            .sections
+            .get_mut("fm")
+            .and_then(|fm| fm.as_table_mut())
+            .unwrap()
+            .insert("lr".into(), toml::Value::Float(0.5));
+        current.data.train_limit = Some(100);
+        let differences = configuration_differences(&current, &stored).unwrap();
+        let keys: Vec<&str> = differences.iter().map(|(k, _, _)| k.as_str()).collect();
+        assert_eq!(keys, ["batch_size", "data.train_limit", "fm.lr"]);
+        assert_eq!(differences[0].1, "7");
+        assert_eq!(differences[0].2, "128");
+        // A key set on one side only.
+        assert_eq!(differences[1].1, "100");
+        assert_eq!(differences[1].2, "unset");
+        assert_eq!(differences[2].1, "0.5");
+    }
 }

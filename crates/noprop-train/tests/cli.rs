@@ -261,11 +261,21 @@ fn a_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint() {
     for file in ["config.toml", "last.safetensors", "metrics.jsonl"] {
         std::fs::copy(reference.join(file), dir.join(file)).unwrap();
     }
-    // A user edits the run's learning rate to something absurd and resumes.
+    // A user sets the run's learning rate to something absurd, in
+    // config.toml and in the checkpoint's stored configuration alike (a
+    // resume refuses the one without the other), and resumes.
     let config = std::fs::read_to_string(dir.join("config.toml")).unwrap();
     let edited = config.replace("lr = 0.001", "lr = 1e30");
     assert_ne!(edited, config);
     std::fs::write(dir.join("config.toml"), edited).unwrap();
+    let mut checkpoint = Checkpoint::load(&dir.join("last.safetensors"), &Device::Cpu).unwrap();
+    let stored = checkpoint
+        .meta
+        .config_json
+        .replace("\"lr\":0.001", "\"lr\":1e30");
+    assert_ne!(stored, checkpoint.meta.config_json);
+    checkpoint.meta.config_json = stored;
+    checkpoint.save(&dir.join("last.safetensors")).unwrap();
     let before = std::fs::read(dir.join("last.safetensors")).unwrap();
     let out = noprop(&[
         "train",
@@ -284,6 +294,212 @@ fn a_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint() {
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(std::fs::read(dir.join("last.safetensors")).unwrap(), before);
+}
+
+/// A copy of the reference run's files in a new run directory.
+fn copy_of_reference(name: &str) -> PathBuf {
+    let reference = reference_run();
+    let dir = scratch(name).join("run");
+    std::fs::create_dir_all(&dir).unwrap();
+    for file in ["config.toml", "last.safetensors", "metrics.jsonl"] {
+        std::fs::copy(reference.join(file), dir.join(file)).unwrap();
+    }
+    dir
+}
+
+/// `train --resume dir --epochs 3` fails naming every one of `needles`
+/// and leaves the checkpoint and the metrics as they were.
+#[track_caller]
+fn assert_resume_refused(dir: &Path, needles: &[&str]) {
+    let before = (
+        std::fs::read(dir.join("last.safetensors")).unwrap(),
+        std::fs::read(dir.join("metrics.jsonl")).unwrap(),
+    );
+    let out = noprop(&[
+        "train",
+        "--resume",
+        dir.to_str().unwrap(),
+        "--epochs",
+        "3",
+        "--no-progress",
+    ]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    for needle in needles {
+        assert!(stderr.contains(needle), "no {needle:?} in: {stderr}");
+    }
+    let after = (
+        std::fs::read(dir.join("last.safetensors")).unwrap(),
+        std::fs::read(dir.join("metrics.jsonl")).unwrap(),
+    );
+    assert!(before == after, "a refused resume changed the run");
+}
+
+#[test]
+fn a_resume_refuses_an_edited_configuration_and_an_impossible_trainer_state() {
+    // config.toml edited after the run started: the resume would take other
+    // steps than the stopped run. Every differing key is named.
+    let dir = copy_of_reference("resume-edited");
+    let config = std::fs::read_to_string(dir.join("config.toml")).unwrap();
+    let edited = config
+        .replace("batch_size = 64", "batch_size = 32")
+        .replace("seed = 3", "seed = 4");
+    assert_ne!(edited, config);
+    std::fs::write(dir.join("config.toml"), &edited).unwrap();
+    assert_resume_refused(
+        &dir,
+        &[
+            "batch_size: 32 in config.toml, 64 in last.safetensors",
+            "seed: 4 in config.toml, 3 in last.safetensors",
+            "noprop train --config",
+        ],
+    );
+
+    // Another run's checkpoint (seed 4) copied into the directory.
+    let other = scratch("resume-foreign").join("other");
+    assert_ok(&train(&other, &["--epochs", "1", "--set", "seed=4"]));
+    let dir = copy_of_reference("resume-foreign");
+    std::fs::copy(other.join("last.safetensors"), dir.join("last.safetensors")).unwrap();
+    assert_resume_refused(&dir, &["seed: 3 in config.toml, 4 in last.safetensors"]);
+
+    // Crafted trainer states: a batch past the end of the epoch (3 batches
+    // of 64 of the 192 images), epochs done that the metadata does not say,
+    // a step count that no epoch and batch give.
+    for (key, value, needle) in [
+        (
+            "batch_in_epoch",
+            999u64,
+            "batch 999 of an epoch of 3 batches",
+        ),
+        (
+            "epochs_done",
+            1_000_000_000_000_000_000,
+            "epoch 1000000000000000000",
+        ),
+        ("step", 5, "step 5 after 2 epochs of 3 batches"),
+    ] {
+        let dir = copy_of_reference(&format!("resume-state-{key}"));
+        let path = dir.join("last.safetensors");
+        let mut checkpoint = Checkpoint::load(&path, &Device::Cpu).unwrap();
+        let mut state: Value =
+            serde_json::from_str(checkpoint.meta.trainer_state_json.as_deref().unwrap()).unwrap();
+        state[key] = value.into();
+        if key == "step" {
+            // Consistent with the metadata, so only the arithmetic refuses it.
+            checkpoint.meta.step = value;
+        }
+        checkpoint.meta.trainer_state_json = Some(state.to_string());
+        checkpoint.save(&path).unwrap();
+        assert_resume_refused(&dir, &["trainer state is impossible", needle]);
+    }
+
+    // What a resume may change: the total epochs, here edited by hand.
+    let dir = copy_of_reference("resume-more-epochs");
+    let config = std::fs::read_to_string(dir.join("config.toml")).unwrap();
+    std::fs::write(
+        dir.join("config.toml"),
+        config.replace("epochs = 2", "epochs = 3"),
+    )
+    .unwrap();
+    assert_ok(&noprop(&[
+        "train",
+        "--resume",
+        dir.to_str().unwrap(),
+        "--no-progress",
+    ]));
+    assert_eq!(metrics(&dir).len(), 3);
+}
+
+#[test]
+fn ctrl_c_during_the_evaluation_stops_promptly_and_keeps_the_epoch() {
+    // One epoch of 3 steps, then a long evaluation (100 images in batches
+    // of 5, many ODE steps); progress lines every 0.1 s.
+    let dir = scratch("eval-interrupt").join("run");
+    let mut args: Vec<String> = vec!["train".into(), "--out".into(), dir.display().to_string()];
+    args.extend(SMALL.iter().map(|s| s.to_string()));
+    args.extend(
+        [
+            "--epochs",
+            "1",
+            "--set",
+            "eval.steps=3000",
+            "--set",
+            "eval.batch_size=5",
+            "--log-every",
+            "0.1",
+        ]
+        .map(String::from),
+    );
+    let mut child = Command::new(BIN)
+        .args(&args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read stderr as it comes; interrupt once a few evaluation batches are done.
+    let stderr = child.stderr.take().unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    loop {
+        let line = lines
+            .recv_timeout(Duration::from_secs(300))
+            .expect("no evaluation progress line");
+        seen.push(line.clone());
+        if line.starts_with("epoch 1/1: test ") && line.contains("left in the evaluation") {
+            break;
+        }
+    }
+    let interrupted = Instant::now();
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let code = child.wait().unwrap().code();
+    let waited = interrupted.elapsed();
+    reader.join().unwrap();
+    seen.extend(lines.try_iter());
+    let stderr = seen.join("\n");
+    assert_eq!(code, Some(130), "{stderr}");
+    assert!(
+        waited < Duration::from_secs(10),
+        "took {waited:?} to stop: {stderr}"
+    );
+    assert!(
+        stderr.contains("epoch 1/1: evaluating on 100 test images"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    // The epoch's 3 steps are saved; its evaluation is not recorded.
+    let meta = Checkpoint::read_meta(&dir.join("last.safetensors")).unwrap();
+    assert_eq!((meta.epoch, meta.step), (0, 3));
+    assert!(!dir.join("metrics.jsonl").exists() || metrics(&dir).is_empty());
+
+    // The resume only evaluates: no step more, and epoch 1 as the
+    // uninterrupted reference run trained it.
+    assert_ok(&noprop(&[
+        "train",
+        "--resume",
+        dir.to_str().unwrap(),
+        "--no-progress",
+    ]));
+    let resumed = metrics(&dir);
+    let reference = metrics(reference_run());
+    assert_eq!(resumed.len(), 1);
+    assert_eq!(resumed[0]["step"], 3);
+    for key in ["train_loss", "train_accuracy"] {
+        assert_eq!(resumed[0][key], reference[0][key], "{key}");
+    }
 }
 
 #[test]
