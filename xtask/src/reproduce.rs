@@ -752,8 +752,10 @@ pub fn run(args: &ReproduceArgs) -> Result<()> {
     }
     let markdown = write_table(args, &runs, &out)?;
     let mut compare: Command = Command::new(&noprop);
+    // The report belongs to this job's directory: rewritten on every run.
     compare
         .arg("compare")
+        .arg("--force")
         .arg("--runs")
         .args(runs.iter().map(|r| &r.dir))
         .arg("--out")

@@ -235,7 +235,12 @@ pub fn plan(
         run_dirs.push(run_dir);
     }
     let mut compare = Command::new(noprop);
-    compare.arg("compare").arg("--runs").args(&run_dirs);
+    // The report belongs to this job's directory: rewritten on every run.
+    compare
+        .arg("compare")
+        .arg("--force")
+        .arg("--runs")
+        .args(&run_dirs);
     compare
         .arg("--out")
         .arg(&out)

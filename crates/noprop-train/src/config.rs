@@ -450,6 +450,37 @@ impl RunConfig {
     pub fn to_json(&self) -> Result<String> {
         serde_json::to_string(self).context("cannot write the configuration as JSON")
     }
+
+    /// Every key's value under its dotted path (`batch_size`, `data.dir`,
+    /// `fm.lr`; arrays are values), for comparing configurations.
+    pub fn flat_values(&self) -> Result<BTreeMap<String, serde_json::Value>> {
+        let value = serde_json::to_value(self).context("cannot read the configuration's keys")?;
+        let mut out = BTreeMap::new();
+        flatten_into(String::new(), value, &mut out);
+        Ok(out)
+    }
+}
+
+/// The leaves of a JSON object under their dotted paths.
+fn flatten_into(
+    prefix: String,
+    value: serde_json::Value,
+    out: &mut BTreeMap<String, serde_json::Value>,
+) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, value) in map {
+                let path = match prefix.is_empty() {
+                    true => key,
+                    false => format!("{prefix}.{key}"),
+                };
+                flatten_into(path, value, out);
+            }
+        }
+        leaf => {
+            out.insert(prefix, leaf);
+        }
+    }
 }
 
 /// The top-level keys besides the variant sections (for error messages).

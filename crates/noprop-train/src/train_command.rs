@@ -292,14 +292,7 @@ fn configuration_differences(
     current: &RunConfig,
     stored: &RunConfig,
 ) -> Result<Vec<(String, String, String)>> {
-    let flat =
-        |config: &RunConfig| -> Result<std::collections::BTreeMap<String, serde_json::Value>> {
-            let value = serde_json::to_value(config).context("cannot compare configurations")?;
-            let mut out = std::collections::BTreeMap::new();
-            flatten_into(String::new(), value, &mut out);
-            Ok(out)
-        };
-    let (current, stored) = (flat(current)?, flat(stored)?);
+    let (current, stored) = (current.flat_values()?, stored.flat_values()?);
     let keys: std::collections::BTreeSet<&String> = current.keys().chain(stored.keys()).collect();
     let show =
         |v: Option<&serde_json::Value>| v.map_or_else(|| "unset".to_string(), |v| v.to_string());
@@ -309,29 +302,6 @@ fn configuration_differences(
         .filter(|key| current.get(*key) != stored.get(*key))
         .map(|key| (key.clone(), show(current.get(key)), show(stored.get(key))))
         .collect())
-}
-
-/// The leaves of a JSON object under their dotted paths (arrays are leaves).
-fn flatten_into(
-    prefix: String,
-    value: serde_json::Value,
-    out: &mut std::collections::BTreeMap<String, serde_json::Value>,
-) {
-    match value {
-        serde_json::Value::Object(map) => {
-            for (key, value) in map {
-                let path = if prefix.is_empty() {
-                    key
-                } else {
-                    format!("{prefix}.{key}")
-                };
-                flatten_into(path, value, out);
-            }
-        }
-        leaf => {
-            out.insert(prefix, leaf);
-        }
-    }
 }
 
 /// The dedicated flags as configuration overrides, then the `--set` ones.

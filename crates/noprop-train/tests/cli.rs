@@ -787,6 +787,69 @@ fn compare_reads_what_train_eval_and_info_write() {
 }
 
 #[test]
+fn compare_of_a_sweep_names_the_runs_and_the_keys_that_differ() {
+    let reference = reference_run();
+    let lr3 = scratch("sweep").join("fm-lr3");
+    assert_ok(&train(
+        &lr3,
+        &[
+            "--epochs",
+            "1",
+            "--set",
+            "fm.lr=0.003",
+            "--set",
+            "data.test_limit=50",
+        ],
+    ));
+    let out_dir = scratch("sweep").join("report");
+    let args = [
+        "compare",
+        "--runs",
+        reference.to_str().unwrap(),
+        lr3.to_str().unwrap(),
+        "--out",
+        out_dir.to_str().unwrap(),
+    ];
+    let out = noprop(&args);
+    assert_ok(&out);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    // Distinct names, the differing keys, and a warning on the test sets.
+    assert!(stdout.contains("| NoProp-FM (run) |"), "{stdout}");
+    assert!(stdout.contains("| NoProp-FM (fm-lr3) |"), "{stdout}");
+    assert!(
+        stdout.contains("| run | `data.test_limit` | `epochs` | `fm.lr` |"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("| NoProp-FM (fm-lr3) | 50 | 1 | 0.003 |"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("warning: the test sets differ: NoProp-FM (run): the first 100 test images; NoProp-FM (fm-lr3): the first 50 test images"),
+        "{stderr}"
+    );
+    let md = std::fs::read_to_string(out_dir.join("report.md")).unwrap();
+    assert!(
+        md.contains("Not comparable as they stand") && md.contains("`fm.lr`"),
+        "{md}"
+    );
+    // The report is not replaced without --force.
+    assert_fails_with(&args, "already holds a report");
+    let forced = [
+        &args[..],
+        &["--force", "--label", "base", "--label", "lr 3e-3"],
+    ]
+    .concat();
+    let out = noprop(&forced);
+    assert_ok(&out);
+    assert!(
+        text(&out.stdout).contains("| lr 3e-3 |"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
 fn info_describes_fresh_models_with_their_schedules() {
     let out = noprop(&[
         "info",

@@ -23,7 +23,18 @@ pub fn render(report: &CompareReport) -> String {
         let _ = writeln!(md, "\nCommand: `{note}`");
     }
     md.push('\n');
+    if !report.warnings.is_empty() {
+        md.push_str("**Not comparable as they stand:**\n\n");
+        for warning in &report.warnings {
+            let _ = writeln!(md, "- {warning}");
+        }
+        md.push('\n');
+    }
     md.push_str(&setup_lines(&report.runs));
+    if !report.differing_keys.is_empty() {
+        md.push_str("\n## Configuration keys that differ\n\n");
+        md.push_str(&differing_keys_table(report));
+    }
     md.push_str("\n## Summary\n\n");
     md.push_str(&summary_table(&report.runs));
     md.push('\n');
@@ -36,6 +47,34 @@ pub fn render(report: &CompareReport) -> String {
             let title = plot.trim_end_matches(".png").replace('_', " ");
             let _ = writeln!(md, "![{title}]({plot})\n");
         }
+    }
+    md
+}
+
+/// The configuration keys that differ: one row per run, one column per key.
+pub fn differing_keys_table(report: &CompareReport) -> String {
+    let line = |cells: Vec<String>| format!("| {} |\n", cells.join(" | "));
+    let keys = &report.differing_keys;
+    let mut md = line(
+        std::iter::once("run".to_owned())
+            .chain(keys.iter().map(|k| format!("`{}`", k.key)))
+            .collect(),
+    );
+    md.push_str(&line(
+        std::iter::once("---".to_owned())
+            .chain(keys.iter().map(|_| "---".to_owned()))
+            .collect(),
+    ));
+    for (i, row) in report.runs.iter().enumerate() {
+        md.push_str(&line(
+            std::iter::once(row.label.clone())
+                .chain(keys.iter().map(|k| match &k.values[i] {
+                    Some(serde_json::Value::String(s)) => s.clone(),
+                    Some(v) => v.to_string(),
+                    None => "unset".to_owned(),
+                }))
+                .collect(),
+        ));
     }
     md
 }

@@ -5,7 +5,9 @@
 //! [`crate::summary::RunSummary`], [`crate::eval::EvalReport`],
 //! [`crate::info::InfoReport`]) and writes into `--out`:
 //!
-//! - `report.md`: setup, a summary table (variant, the final model's test
+//! - `report.md`: warnings when the runs' datasets, test sets or inference
+//!   settings differ, setup, the configuration keys whose values differ
+//!   between the runs, a summary table (run, the final model's test
 //!   accuracy, with several inference runs the mean ± sd of the single runs
 //!   and their ensemble apart, train accuracy, training time, inference time
 //!   in ms per image, peak memory, parameter count, test accuracy (%) per
@@ -18,6 +20,10 @@
 //!   against speed, and the noise schedules (DT cosine, CT initial and
 //!   learned; read from each run's `info.json` and `info-initial.json`, the
 //!   saved output of `noprop info --json`).
+//!
+//! Runs are named by their variant when every run has another one, else
+//! (a sweep) by their directory too, or by `--label`; each has its own colour
+//! in the figures. An existing report is replaced only with `--force`.
 //!
 //! Accuracies are fractions in [0, 1] in `report.json` and percentages in
 //! `report.md` and the plots.
@@ -53,6 +59,23 @@ pub struct CompareArgs {
     /// The command that produced the runs, recorded in the report.
     #[arg(long, value_name = "TEXT")]
     pub note: Option<String>,
+    /// The runs' names in tables and legends, one per run in `--runs`
+    /// order (default: the variant, with the run directory's name when
+    /// several runs share a variant).
+    #[arg(long = "label", value_name = "NAME")]
+    pub labels: Vec<String>,
+    /// Replace a report already in `--out`.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// A configuration key whose value is not the same in every run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DifferingKey {
+    /// Dotted path, e.g. `fm.lr`.
+    pub key: String,
+    /// Its value in each run, in `--runs` order (None: unset).
+    pub values: Vec<Option<serde_json::Value>>,
 }
 
 /// The per-epoch metrics of one run, for `report.json`: the lines of its
@@ -72,6 +95,11 @@ pub struct CompareReport {
     pub generated_utc: String,
     /// The command that produced the runs (`--note`).
     pub note: Option<String>,
+    /// What makes the runs' numbers not comparable as they stand: other
+    /// datasets, test sets or inference settings.
+    pub warnings: Vec<String>,
+    /// The configuration keys that differ between the runs.
+    pub differing_keys: Vec<DifferingKey>,
     /// One summary table row per run, in `--runs` order.
     pub runs: Vec<RunRow>,
     /// Per-epoch metrics per run.
@@ -83,9 +111,12 @@ pub struct CompareReport {
 }
 
 impl CompareReport {
-    /// Builds the report's numbers from loaded runs (no files written).
-    pub fn from_runs(runs: &[RunData], note: Option<String>) -> Self {
-        let rows: Vec<RunRow> = runs.iter().map(RunRow::from_run).collect();
+    /// Builds the report's numbers from loaded runs (no files written);
+    /// `labels`: the runs' display names (empty: chosen, see
+    /// [`RunRow::label`]).
+    pub fn from_runs(runs: &[RunData], note: Option<String>, labels: &[String]) -> Result<Self> {
+        let mut rows: Vec<RunRow> = runs.iter().map(RunRow::from_run).collect();
+        let renamed = name_runs(&mut rows, runs, labels)?;
         let epochs = runs
             .iter()
             .zip(&rows)
@@ -98,7 +129,8 @@ impl CompareReport {
             .collect();
         let schedules = runs
             .iter()
-            .flat_map(|run| {
+            .zip(&rows)
+            .flat_map(|(run, row)| {
                 let initial = run
                     .initial_info
                     .as_ref()
@@ -114,18 +146,173 @@ impl CompareReport {
                         .as_ref()
                         .is_none_or(|t| t.alpha_bar != i.alpha_bar || t.t != i.t)
                 });
-                initial.into_iter().chain(trained)
+                initial.into_iter().chain(trained).map(|mut curve| {
+                    curve.colour = row.colour;
+                    if renamed {
+                        let variant_label = crate::registry::label(&curve.variant);
+                        curve.label = curve.label.replacen(&variant_label, &row.label, 1);
+                    }
+                    curve
+                })
             })
             .collect();
-        Self {
+        Ok(Self {
             generated_utc: utc_now(),
             note,
+            warnings: warnings(runs, &rows),
+            differing_keys: differing_keys(runs)?,
             runs: rows,
             epochs,
             schedules,
             plots: Vec::new(),
+        })
+    }
+}
+
+/// Names and colours the rows: `labels` when given (one per run), else the
+/// variant's name when the variants are all different, else the variant
+/// with the run's directory name (and its parent's, when two runs have the
+/// same name); colours per run from a palette when variants repeat.
+/// Returns whether the labels are the runs' own (not the variants').
+fn name_runs(rows: &mut [RunRow], runs: &[RunData], labels: &[String]) -> Result<bool> {
+    let variants: std::collections::BTreeSet<&str> =
+        rows.iter().map(|r| r.variant.as_str()).collect();
+    let sweep = variants.len() < rows.len();
+    if sweep {
+        for (i, row) in rows.iter_mut().enumerate() {
+            row.colour = plots::style::RUN_PALETTE[i % plots::style::RUN_PALETTE.len()];
         }
     }
+    if !labels.is_empty() {
+        if labels.len() != rows.len() {
+            bail!(
+                "--label was given {} times for {} runs: give one per run, in --runs order",
+                labels.len(),
+                rows.len()
+            );
+        }
+        for (row, label) in rows.iter_mut().zip(labels) {
+            row.label = label.clone();
+        }
+        return Ok(true);
+    }
+    if !sweep {
+        return Ok(false);
+    }
+    let names: Vec<String> = rows.iter().map(|r| r.name.clone()).collect();
+    let unique = names
+        .iter()
+        .collect::<std::collections::BTreeSet<_>>()
+        .len()
+        == names.len();
+    for (row, run) in rows.iter_mut().zip(runs) {
+        let name = match unique {
+            true => row.name.clone(),
+            false => {
+                let parent = run
+                    .dir
+                    .parent()
+                    .and_then(|p| p.file_name())
+                    .map(|p| p.to_string_lossy().into_owned());
+                match parent {
+                    Some(parent) => format!("{parent}/{}", row.name),
+                    None => row.name.clone(),
+                }
+            }
+        };
+        row.label = format!("{} ({name})", row.label);
+    }
+    Ok(true)
+}
+
+/// The configuration keys whose values are not the same in every run.
+fn differing_keys(runs: &[RunData]) -> Result<Vec<DifferingKey>> {
+    let flat = runs
+        .iter()
+        .map(|run| run.config.flat_values())
+        .collect::<Result<Vec<_>>>()?;
+    let keys: std::collections::BTreeSet<&String> = flat.iter().flat_map(|f| f.keys()).collect();
+    Ok(keys
+        .into_iter()
+        .filter_map(|key| {
+            let values: Vec<Option<serde_json::Value>> =
+                flat.iter().map(|f| f.get(key).cloned()).collect();
+            let differ = values.iter().any(|v| *v != values[0]);
+            differ.then(|| DifferingKey {
+                key: key.clone(),
+                values,
+            })
+        })
+        .collect())
+}
+
+/// Warnings for numbers that are not comparable as they stand: other
+/// datasets, other test sets (a test limit), other inference settings
+/// behind the test accuracy (steps, solver, noise, runs).
+fn warnings(runs: &[RunData], rows: &[RunRow]) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let mut differs = |what: &str, values: Vec<String>| {
+        if values.iter().any(|v| *v != values[0]) {
+            let listed: Vec<String> = rows
+                .iter()
+                .zip(&values)
+                .map(|(row, value)| format!("{}: {value}", row.label))
+                .collect();
+            warnings.push(format!("{what} differ: {}", listed.join("; ")));
+        }
+    };
+    differs(
+        "the datasets",
+        rows.iter().map(|r| r.dataset.clone()).collect(),
+    );
+    differs(
+        "the test sets",
+        rows.iter()
+            .map(|r| match r.test_images {
+                Some(n) => format!("the first {n} test images"),
+                None => "all test images".into(),
+            })
+            .collect(),
+    );
+    differs(
+        "the inference settings of the test accuracies",
+        runs.iter()
+            .zip(rows)
+            .map(|(run, row)| inference_description(run, row))
+            .collect(),
+    );
+    warnings
+}
+
+/// The inference behind a row's test accuracy: `eval.json`'s settings, else
+/// the run's per-epoch evaluation (`[eval]` over the variant's defaults).
+fn inference_description(run: &RunData, row: &RunRow) -> String {
+    let used = row.eval_settings.clone().or_else(|| {
+        let section = serde_json::to_value(run.config.variant_section().ok()?).ok()?;
+        Some(crate::eval::UsedSettings::new(
+            &run.config.variant,
+            &run.config.eval.settings(),
+            &section,
+        ))
+    });
+    let Some(used) = used else {
+        return "unknown".into();
+    };
+    let mut parts = Vec::new();
+    if let Some(steps) = used.steps {
+        parts.push(format!("{steps} steps"));
+    }
+    if let Some(solver) = &used.solver {
+        parts.push(solver.clone());
+    }
+    if let Some(deterministic) = used.deterministic {
+        parts.push(match deterministic {
+            true => "deterministic".into(),
+            false => "stochastic".into(),
+        });
+    }
+    parts.push(format!("{} run(s)", used.runs));
+    parts.join(", ")
 }
 
 /// Runs `noprop compare`: reads the runs, writes report.md, report.json and
@@ -134,16 +321,35 @@ pub fn run_compare(args: &CompareArgs) -> Result<()> {
     if args.runs.is_empty() {
         bail!("--runs needs at least one run directory");
     }
+    if !args.force {
+        for file in ["report.md", "report.json"] {
+            let path = args.out.join(file);
+            if path.exists() {
+                bail!(
+                    "--out {} already holds a report ({}); choose another --out, or add --force \
+                     to replace it",
+                    args.out.display(),
+                    path.display()
+                );
+            }
+        }
+    }
     let runs = args
         .runs
         .iter()
         .map(|dir| RunData::load(dir))
         .collect::<Result<Vec<_>>>()?;
-    let report = write_report(&runs, &args.out, args.note.clone())?;
+    let report = write_report(&runs, &args.out, args.note.clone(), &args.labels)?;
+    for warning in &report.warnings {
+        eprintln!("warning: {warning}");
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", markdown::summary_table(&report.runs));
+        if !report.differing_keys.is_empty() {
+            print!("\n{}", markdown::differing_keys_table(&report));
+        }
         println!("\nReport: {}", args.out.join("report.md").display());
     }
     Ok(())
@@ -155,10 +361,11 @@ pub fn write_report(
     runs: &[RunData],
     out_dir: &std::path::Path,
     note: Option<String>,
+    labels: &[String],
 ) -> Result<CompareReport> {
+    let mut report = CompareReport::from_runs(runs, note, labels)?;
     std::fs::create_dir_all(out_dir)
         .with_context(|| format!("creating output directory {}", out_dir.display()))?;
-    let mut report = CompareReport::from_runs(runs, note);
     let written = plots::write_plots(out_dir, runs, &report.runs, &report.schedules)?;
     report.plots = written
         .iter()

@@ -49,8 +49,14 @@ pub struct RunRow {
     pub name: String,
     /// The registered variant name.
     pub variant: String,
-    /// Display name, e.g. "NoProp-DT".
+    /// Display name in the tables and legends: the variant's ("NoProp-DT")
+    /// when every run has another variant, else with the run's name
+    /// ("NoProp-FM (fm-lr3)"), or `--label`.
     pub label: String,
+    /// The run's colour in every figure: the variant's registered colour
+    /// when every run has another variant, else one of a palette per run.
+    #[serde(skip)]
+    pub colour: [u8; 3],
     /// `summary.json`'s status; None without one (training not finished).
     pub status: Option<RunStatus>,
     pub dataset: String,
@@ -177,6 +183,8 @@ impl RunRow {
             name: run.name.clone(),
             variant: config.variant.clone(),
             label: crate::registry::label(&config.variant),
+            colour: crate::registry::find(&config.variant)
+                .map_or(super::plots::style::RUN_PALETTE[0], |entry| entry.colour()),
             status: run.summary.as_ref().map(|s| s.status),
             dataset: config.data.dataset.clone(),
             embedding: config

@@ -20,6 +20,9 @@ pub struct ScheduleCurve {
     pub label: String,
     /// Which run it came from (its variant, e.g. "dt").
     pub variant: String,
+    /// Its run's colour ([`super::RunRow::colour`]).
+    #[serde(skip)]
+    pub colour: [u8; 3],
     /// t in [0, 1] (a discrete schedule: t / T).
     pub t: Vec<f64>,
     pub alpha_bar: Vec<f64>,
@@ -73,6 +76,8 @@ pub fn from_info(info: &InfoReport, initial: bool) -> Option<ScheduleCurve> {
     Some(ScheduleCurve {
         label,
         variant: variant.to_owned(),
+        colour: registry::find(variant)
+            .map_or(super::plots::style::RUN_PALETTE[0], |entry| entry.colour()),
         t,
         alpha_bar,
         snr,

@@ -15,7 +15,6 @@ use crate::memory::MemoryUsage;
 use crate::metrics::{EpochTotals, MetricsLog};
 use crate::overrides::Override;
 use crate::registry::Sections;
-use crate::report::plots::style::variant_color;
 use crate::summary::{RunStatus, RunSummary, SUMMARY_FILE};
 use crate::train::{CONFIG_FILE, LAST_CHECKPOINT};
 use noprop_core::ScheduleTable;
@@ -30,6 +29,12 @@ pub(crate) fn run_config(variant: &str) -> RunConfig {
         &Sections,
     )
     .unwrap()
+}
+
+/// A variant's colour in the figures when the variants differ.
+fn registered_colour(variant: &str) -> plotters::style::RGBColor {
+    let [r, g, b] = crate::registry::find(variant).unwrap().colour();
+    plotters::style::RGBColor(r, g, b)
 }
 
 /// Writes `config.toml` as `noprop train` does.
@@ -277,8 +282,21 @@ fn writes_report_tables_json_and_plots_for_three_runs() {
         out: out.clone(),
         json: false,
         note: Some("cargo xtask train-all --quick".into()),
+        labels: Vec::new(),
+        force: false,
     };
     run_compare(&args).unwrap();
+    // A second report into the same directory needs --force.
+    let err = format!("{:#}", run_compare(&args).unwrap_err());
+    assert!(
+        err.contains("already holds a report") && err.contains("--force"),
+        "{err}"
+    );
+    run_compare(&CompareArgs {
+        force: true,
+        ..args.clone()
+    })
+    .unwrap();
 
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(
@@ -378,9 +396,9 @@ fn writes_report_tables_json_and_plots_for_three_runs() {
     assert_eq!(report["plots"].as_array().unwrap().len(), 7);
 
     let (dt_c, ct_c, fm_c) = (
-        variant_color("dt", 0),
-        variant_color("ct", 0),
-        variant_color("fm", 0),
+        registered_colour("dt"),
+        registered_colour("ct"),
+        registered_colour("fm"),
     );
     let two = 2 * plots::style::PANEL_WIDTH;
     let one = plots::style::PANEL_WIDTH;
@@ -424,6 +442,7 @@ fn a_validation_split_gives_the_best_validation_epoch_column() {
         &[RunData::load(&dt).unwrap(), RunData::load(&fm).unwrap()],
         &tmp.path().join("out"),
         None,
+        &[],
     )
     .unwrap();
     let table = markdown::summary_table(&report.runs);
@@ -458,7 +477,7 @@ fn figures_without_data_are_still_written() {
     write_config(&dir, &run_config("fm"));
     std::fs::write(dir.join("metrics.jsonl"), "").unwrap();
     let out = tmp.path().join("out");
-    let report = write_report(&[RunData::load(&dir).unwrap()], &out, None).unwrap();
+    let report = write_report(&[RunData::load(&dir).unwrap()], &out, None, &[]).unwrap();
     assert_eq!(report.plots.len(), 7);
     for plot in &report.plots {
         let img = image::open(out.join(plot)).unwrap().to_rgb8();
@@ -480,6 +499,8 @@ fn bad_run_directories_are_errors_naming_them() {
         out: tmp.path().join("out"),
         json: true,
         note: None,
+        labels: Vec::new(),
+        force: false,
     };
     let err = format!("{:#}", run_compare(&args).unwrap_err());
     assert!(
@@ -512,4 +533,83 @@ fn formats_utc_dates() {
     assert_eq!(format_utc(0), "1970-01-01 00:00:00");
     assert_eq!(format_utc(951_782_400), "2000-02-29 00:00:00");
     assert_eq!(format_utc(1_700_000_000), "2023-11-14 22:13:20");
+}
+
+#[test]
+fn a_sweep_names_and_colours_each_run_and_lists_what_differs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = write_run(tmp.path(), "fm", &[0.9, 0.95]);
+    let other = tmp.path().join("fm-lr3");
+    std::fs::create_dir_all(&other).unwrap();
+    let mut config = run_config("fm");
+    config.epochs = 2;
+    config.data.train_limit = Some(6000);
+    config.data.test_limit = Some(2000);
+    config
+        .sections
+        .get_mut("fm")
+        .and_then(|s| s.as_table_mut())
+        .unwrap()
+        .insert("lr".into(), toml::Value::Float(0.003));
+    write_config(&other, &config);
+    write_metrics(&other, &[0.8, 0.85]);
+    let runs = [
+        RunData::load(&base).unwrap(),
+        RunData::load(&other).unwrap(),
+    ];
+
+    let report = CompareReport::from_runs(&runs, None, &[]).unwrap();
+    let labels: Vec<&str> = report.runs.iter().map(|r| r.label.as_str()).collect();
+    assert_eq!(labels, ["NoProp-FM (fm)", "NoProp-FM (fm-lr3)"]);
+    assert_ne!(report.runs[0].colour, report.runs[1].colour);
+    let keys: Vec<&str> = report
+        .differing_keys
+        .iter()
+        .map(|k| k.key.as_str())
+        .collect();
+    assert_eq!(keys, ["data.test_limit", "fm.lr"]);
+    assert_eq!(
+        report.differing_keys[0].values,
+        [None, Some(serde_json::json!(2000))]
+    );
+    assert_eq!(report.warnings.len(), 1, "{:?}", report.warnings);
+    assert!(
+        report.warnings[0].starts_with("the test sets differ: NoProp-FM (fm): all test images; "),
+        "{:?}",
+        report.warnings
+    );
+    let md = markdown::render(&report);
+    assert!(md.contains("| run | `data.test_limit` | `fm.lr` |"), "{md}");
+    // Each run's learning curve in its own colour.
+    let out = tmp.path().join("out");
+    write_report(&runs, &out, None, &[]).unwrap();
+    let [a, b] = [0, 1].map(|i| {
+        let [r, g, b] = plots::style::RUN_PALETTE[i];
+        plotters::style::RGBColor(r, g, b)
+    });
+    check_png(
+        &out.join("learning_curves.png"),
+        2 * plots::style::PANEL_WIDTH,
+        &[a, b],
+    );
+    assert!(md.contains("| NoProp-FM (fm-lr3) | 2000 | 0.003 |"), "{md}");
+
+    // Labels given: one per run.
+    let named = CompareReport::from_runs(&runs, None, &["base".into(), "lr 3e-3".into()]).unwrap();
+    assert_eq!(named.runs[1].label, "lr 3e-3");
+    let err = CompareReport::from_runs(&runs, None, &["base".into()]).unwrap_err();
+    assert!(err
+        .to_string()
+        .contains("--label was given 1 times for 2 runs"));
+
+    // Two variants: the variants' names and colours, nothing differs but
+    // the variant's keys.
+    let dt = write_run(tmp.path(), "dt", &[0.9]);
+    let mixed = [RunData::load(&base).unwrap(), RunData::load(&dt).unwrap()];
+    let report = CompareReport::from_runs(&mixed, None, &[]).unwrap();
+    assert_eq!(report.runs[1].label, "NoProp-DT");
+    assert_eq!(
+        report.runs[1].colour,
+        crate::registry::find("dt").unwrap().colour()
+    );
 }

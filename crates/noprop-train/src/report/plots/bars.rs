@@ -9,15 +9,13 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use super::style::{
-    tick_label, variant_color, ANNOTATION_SIZE, AXIS_DESC_SIZE, FONT, LABEL_SIZE, TITLE_SIZE,
-};
+use super::style::{tick_label, ANNOTATION_SIZE, AXIS_DESC_SIZE, FONT, LABEL_SIZE, TITLE_SIZE};
 use super::PlotError;
 
 /// One bar.
 pub struct Bar {
     pub label: String,
-    pub variant: String,
+    pub colour: RGBColor,
     pub value: f64,
 }
 
@@ -85,7 +83,7 @@ where
                     (x - half_width, panel.y_min),
                     (x + half_width, bar.value.max(panel.y_min)),
                 ],
-                variant_color(&bar.variant, i).filled(),
+                bar.colour.filled(),
             )
         }))
         .plot_err()?;

@@ -11,15 +11,14 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use super::style::{
-    log_bounds, log_tick_label, tick_label, variant_color, AXIS_DESC_SIZE, FONT, LABEL_SIZE,
-    TITLE_SIZE,
+    log_bounds, log_tick_label, tick_label, AXIS_DESC_SIZE, FONT, LABEL_SIZE, TITLE_SIZE,
 };
 use super::PlotError;
 
 /// One line.
 pub struct Series {
     pub label: String,
-    pub variant: String,
+    pub colour: RGBColor,
     pub points: Vec<(f64, f64)>,
     /// Draw markers (discrete data) and the line.
     pub markers: bool,
@@ -134,8 +133,8 @@ where
     }
     mesh.draw().plot_err()?;
 
-    for (i, s) in series.iter().enumerate() {
-        let color = variant_color(&s.variant, i);
+    for s in series {
+        let color = s.colour;
         let points: Vec<(f64, f64)> = s.points.iter().copied().filter(|p| keep(p.1)).collect();
         let annotation = if s.dashed {
             chart

@@ -135,6 +135,12 @@ pub fn write_plots(
     Ok(written)
 }
 
+/// The colour of a run in every figure (see [`RunRow::colour`]).
+fn row_colour(row: &RunRow) -> RGBColor {
+    let [r, g, b] = row.colour;
+    RGBColor(r, g, b)
+}
+
 fn percent(x: f64) -> String {
     format!("{x:.2}%")
 }
@@ -145,7 +151,7 @@ fn bars_of(rows: &[RunRow], value: impl Fn(&RunRow) -> Option<f64>) -> Vec<Bar> 
         .filter_map(|s| {
             Some(Bar {
                 label: s.label.clone(),
-                variant: s.variant.clone(),
+                colour: row_colour(s),
                 value: value(s)?,
             })
         })
@@ -178,7 +184,7 @@ fn learning_curves(path: &Path, runs: &[RunData], rows: &[RunRow]) -> Result<()>
             .zip(rows)
             .map(|(run, row)| Series {
                 label: row.label.clone(),
-                variant: run.variant().to_owned(),
+                colour: row_colour(row),
                 points: run
                     .epochs
                     .iter()
@@ -336,7 +342,7 @@ fn speed_vs_accuracy(path: &Path, rows: &[RunRow]) -> Result<()> {
             .filter_map(|s| {
                 Some(Point {
                     label: s.label.clone(),
-                    variant: s.variant.clone(),
+                    colour: row_colour(s),
                     x: cost(s)?,
                     y: 100.0 * s.test_accuracy?,
                 })
@@ -376,7 +382,10 @@ fn noise_schedules(path: &Path, schedules: &[ScheduleCurve]) -> Result<()> {
             .iter()
             .map(|c| Series {
                 label: c.label.clone(),
-                variant: c.variant.clone(),
+                colour: {
+                    let [r, g, b] = c.colour;
+                    RGBColor(r, g, b)
+                },
                 points: (0..c.t.len()).map(|i| (c.t[i], value(c, i))).collect(),
                 markers: c.discrete,
                 dashed: c.initial,

@@ -5,15 +5,14 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use super::style::{
-    headroom, tick_label, variant_color, ANNOTATION_SIZE, AXIS_DESC_SIZE, FONT, LABEL_SIZE,
-    TITLE_SIZE,
+    headroom, tick_label, ANNOTATION_SIZE, AXIS_DESC_SIZE, FONT, LABEL_SIZE, TITLE_SIZE,
 };
 use super::PlotError;
 
 /// One labelled point: x = cost, y = accuracy (%).
 pub struct Point {
     pub label: String,
-    pub variant: String,
+    pub colour: RGBColor,
     pub x: f64,
     pub y: f64,
 }
@@ -60,8 +59,8 @@ where
         .plot_err()?;
     let label_style = TextStyle::from((FONT, ANNOTATION_SIZE).into_font());
     chart
-        .draw_series(panel.points.iter().enumerate().map(|(i, p)| {
-            let color = variant_color(&p.variant, i);
+        .draw_series(panel.points.iter().map(|p| {
+            let color = p.colour;
             EmptyElement::at((p.x, p.y))
                 + Circle::new((0, 0), 8, color.filled())
                 + Text::new(p.label.clone(), (12, -8), label_style.clone())

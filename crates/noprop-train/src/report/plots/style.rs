@@ -7,7 +7,7 @@
 use std::sync::OnceLock;
 
 use anyhow::{anyhow, Result};
-use plotters::style::{FontStyle, RGBColor};
+use plotters::style::FontStyle;
 
 /// The font family every text element uses.
 pub const FONT: &str = "sans-serif";
@@ -39,23 +39,19 @@ pub fn ensure_font() -> Result<()> {
     }
 }
 
-/// A colour per variant, the same in every plot: the registry's; names
-/// this build does not know cycle other colour-blind-safe hues.
-pub fn variant_color(variant: &str, index: usize) -> RGBColor {
-    const OTHERS: [RGBColor; 4] = [
-        RGBColor(204, 121, 167),
-        RGBColor(86, 180, 233),
-        RGBColor(213, 94, 0),
-        RGBColor(240, 228, 66),
-    ];
-    match crate::registry::find(variant) {
-        Ok(entry) => {
-            let [r, g, b] = entry.colour();
-            RGBColor(r, g, b)
-        }
-        Err(_) => OTHERS[index % OTHERS.len()],
-    }
-}
+/// Colour-blind-safe hues (Okabe and Ito), one per run in the order given
+/// when several runs share a variant (a sweep), or for variants without a
+/// registered colour.
+pub const RUN_PALETTE: [[u8; 3]; 8] = [
+    [0, 114, 178],
+    [230, 159, 0],
+    [0, 158, 115],
+    [204, 121, 167],
+    [86, 180, 233],
+    [213, 94, 0],
+    [240, 228, 66],
+    [0, 0, 0],
+];
 
 /// A "nice" upper bound for an axis that starts at 0: the max plus headroom
 /// for value labels drawn above bars.
