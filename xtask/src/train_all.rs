@@ -14,7 +14,7 @@
 //!    `info.json` in the run directory, and `noprop info --variant <v>
 //!    --config OUT/<v>/config.toml --json` (the untrained model, for the
 //!    starting point of a learned schedule) as `info-initial.json`;
-//! 3. `noprop compare --runs OUT/<variant>... --out OUT`, which writes
+//! 3. `noprop compare --force --runs OUT/<variant>... --out OUT`, which writes
 //!    `report.md`, `report.json` and the plots and prints the summary table.
 //!
 //! Presets (`--epochs`, `--train-limit`, `--test-limit` override them):
@@ -570,7 +570,7 @@ mod tests {
         );
         assert_eq!(
             lines[8],
-            format!("/bin/noprop compare --runs {w}/runs/compare/alpha {w}/runs/compare/beta --out {w}/runs/compare --note 'cargo xtask train-all'")
+            format!("/bin/noprop compare --force --runs {w}/runs/compare/alpha {w}/runs/compare/beta --out {w}/runs/compare --note 'cargo xtask train-all'")
         );
     }
 
