@@ -35,6 +35,7 @@ pub mod checkpoint;
 pub mod checkpointer;
 pub mod cli;
 pub mod config;
+pub mod config_docs;
 pub mod device;
 pub mod eval;
 pub mod export;
