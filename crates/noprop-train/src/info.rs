@@ -243,6 +243,24 @@ pub fn run(args: &InfoArgs) -> Result<()> {
             println!("  trainer state {state}");
         }
     }
+    println!(
+        "configuration: seed {}, batch {}, {} epoch(s), {} data, lr schedule {} (warm-up {} steps, floor {})",
+        config.seed,
+        config.batch_size,
+        config.epochs,
+        config.data.dataset,
+        config.lr_schedule.kind,
+        config.lr_schedule.warmup_steps,
+        config.lr_schedule.min_factor
+    );
+    if let Ok(section) = config.variant_section() {
+        let keys: Vec<String> = section.iter().map(|(k, v)| format!("{k} = {v}")).collect();
+        println!("  [{}] {}", config.variant, keys.join(", "));
+    }
+    if let Ok(toml::Value::Table(eval)) = toml::Value::try_from(&config.eval) {
+        let keys: Vec<String> = eval.iter().map(|(k, v)| format!("{k} = {v}")).collect();
+        println!("  [eval] {}", keys.join(", "));
+    }
     println!("parameters: {total} trainable, {buffers} in buffers");
     // block.2 before block.10.
     let mut ordered: Vec<(&String, &GroupCount)> = groups.iter().collect();

@@ -537,6 +537,18 @@ fn export_info_eval_and_predict_work_on_real_mnist_images() {
         .collect();
     assert_eq!(model_part, exported_bits);
 
+    // info shows the hyperparameters the model was trained with.
+    let out = noprop(&["info", "--checkpoint", model_path.to_str().unwrap()]);
+    assert_ok(&out);
+    let shown = text(&out.stdout);
+    assert!(
+        shown.contains("configuration: seed 3, batch 64, 2 epoch(s), mnist data")
+            && shown.contains("  [fm] anchor_weight = 1.0,")
+            && shown.contains("lr = 0.001")
+            && shown.contains("inference_steps = 5"),
+        "{shown}"
+    );
+
     // info agrees with the file.
     let out = noprop(&[
         "info",
