@@ -159,6 +159,11 @@ pub struct RunAccuracy {
     pub ensemble_correct: u64,
     /// Images scored.
     pub total: u64,
+    /// `confusion[label][predicted]`: predictions of the single runs,
+    /// summed over the runs (`total` x runs in all), so its diagonal gives
+    /// the per-class accuracy of the mean single run, the paper's protocol.
+    /// Empty when nothing was scored.
+    pub confusion: Vec<Vec<u64>>,
 }
 
 impl RunAccuracy {
@@ -168,11 +173,42 @@ impl RunAccuracy {
             .iter()
             .map(|p| count_correct(p, labels))
             .collect::<candle_core::Result<Vec<_>>>()?;
+        let classes = match per_run.first() {
+            Some(p) => p.dim(1)?,
+            None => 0,
+        };
+        let truth = labels.to_dtype(DType::U32)?.to_vec1::<u32>()?;
+        let mut confusion = vec![vec![0u64; classes]; classes];
+        for p in per_run {
+            let predicted = p.argmax(1)?.to_vec1::<u32>()?;
+            for (&label, &guess) in truth.iter().zip(&predicted) {
+                let row = confusion.get_mut(label as usize).ok_or_else(|| {
+                    candle_core::Error::Msg(format!(
+                        "inference: label {label} of a model with {classes} classes"
+                    ))
+                })?;
+                row[guess as usize] += 1;
+            }
+        }
         Ok(Self {
             correct_per_run,
             ensemble_correct: count_correct(&ensemble(per_run)?, labels)?,
             total: labels.dim(0)? as u64,
+            confusion,
         })
+    }
+
+    /// Each class's accuracy in [0, 1] (the confusion matrix's diagonal over
+    /// its rows; None for a class without images).
+    pub fn per_class(&self) -> Vec<Option<f64>> {
+        self.confusion
+            .iter()
+            .enumerate()
+            .map(|(class, row)| {
+                let n: u64 = row.iter().sum();
+                (n > 0).then(|| row[class] as f64 / n as f64)
+            })
+            .collect()
     }
 
     /// Adds another batch's counts (same number of runs).
@@ -193,6 +229,22 @@ impl RunAccuracy {
         }
         self.ensemble_correct += other.ensemble_correct;
         self.total += other.total;
+        if self.confusion.is_empty() {
+            self.confusion = other.confusion.clone();
+        } else if !other.confusion.is_empty() {
+            if other.confusion.len() != self.confusion.len() {
+                candle_core::bail!(
+                    "inference: cannot add a confusion matrix of {} classes to one of {}",
+                    other.confusion.len(),
+                    self.confusion.len()
+                );
+            }
+            for (a, b) in self.confusion.iter_mut().zip(&other.confusion) {
+                for (x, y) in a.iter_mut().zip(b) {
+                    *x += y;
+                }
+            }
+        }
         Ok(())
     }
 
@@ -290,6 +342,15 @@ mod tests {
         assert!((acc.mean() - 2.0 / 3.0).abs() < 1e-12);
         assert_eq!(acc.std(), 0.0);
         assert_eq!(acc.ensemble(), 1.0);
+        // Predictions: run a 0, 0, 1; run b 1, 1, 1. Class 0 (image 0): a
+        // right, b wrong; class 1 (images 1, 2): a wrong then right, b right
+        // twice.
+        assert_eq!(acc.confusion, vec![vec![1, 1], vec![1, 3]]);
+        assert_eq!(acc.per_class(), vec![Some(0.5), Some(0.75)]);
+        // Summed over batches.
+        let mut twice = acc.clone();
+        twice.add(&acc).unwrap();
+        assert_eq!(twice.confusion, vec![vec![2, 2], vec![2, 6]]);
     }
 
     #[test]
@@ -298,11 +359,13 @@ mod tests {
             correct_per_run: vec![3, 4],
             ensemble_correct: 4,
             total: 5,
+            confusion: vec![],
         };
         let b = RunAccuracy {
             correct_per_run: vec![1, 0],
             ensemble_correct: 1,
             total: 2,
+            confusion: vec![],
         };
         a.add(&b).unwrap();
         assert_eq!(a.correct_per_run, vec![4, 4]);
@@ -312,12 +375,14 @@ mod tests {
             correct_per_run: vec![1, 2],
             ensemble_correct: 2,
             total: 2,
+            confusion: vec![],
         };
         assert!((c.std() - (0.125f64).sqrt()).abs() < 1e-12);
         let three = RunAccuracy {
             correct_per_run: vec![1, 1, 1],
             ensemble_correct: 1,
             total: 1,
+            confusion: vec![],
         };
         assert!(a.add(&three).is_err());
     }

@@ -206,6 +206,14 @@ pub struct EvalReport {
     /// run's accuracy).
     pub ensemble_accuracy: f64,
     pub correct_per_run: Vec<u64>,
+    /// Each class's accuracy over the single runs (null: no test image of
+    /// that class). Absent from files of older versions.
+    #[serde(default)]
+    pub per_class_accuracy: Vec<Option<f64>>,
+    /// `confusion[label][predicted]`, counts of the single runs' predictions
+    /// summed over the runs.
+    #[serde(default)]
+    pub confusion: Vec<Vec<u64>>,
     /// Images scored.
     pub images: u64,
     /// Wall-clock seconds of the whole evaluation (every run).
@@ -282,6 +290,8 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             run_accuracies: acc.per_run(),
             ensemble_accuracy: acc.ensemble(),
             correct_per_run: acc.correct_per_run.clone(),
+            per_class_accuracy: acc.per_class(),
+            confusion: acc.confusion.clone(),
             images,
             seconds: evaluation.seconds,
             ms_per_image,

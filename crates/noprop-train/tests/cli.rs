@@ -762,6 +762,24 @@ fn compare_reads_what_train_eval_and_info_write() {
     ];
     saved(&initial_args, "info-initial.json");
     let eval: EvalReport = serde_json::from_str(&eval_text).unwrap();
+    // The confusion matrix: 10 x 10, every test image once (one run), the
+    // correct ones on the diagonal; per-class accuracy is its diagonal
+    // over its rows.
+    assert_eq!(eval.confusion.len(), 10);
+    assert!(eval.confusion.iter().all(|row| row.len() == 10));
+    let total: u64 = eval.confusion.iter().flatten().sum();
+    let diagonal: u64 = (0..10).map(|c| eval.confusion[c][c]).sum();
+    assert_eq!((total, diagonal), (100, eval.correct_per_run[0]));
+    for (c, row) in eval.confusion.iter().enumerate() {
+        let n: u64 = row.iter().sum();
+        let expected = row[c] as f64 / n.max(1) as f64;
+        // serde_json's parser may be one ulp off the printed value.
+        let got = eval.per_class_accuracy[c].unwrap_or(f64::NAN);
+        assert!(
+            (got - expected).abs() < 1e-12 || (n == 0 && eval.per_class_accuracy[c].is_none()),
+            "class {c}: {got} vs {expected}"
+        );
+    }
     let info: InfoReport = serde_json::from_str(&info_text).unwrap();
     let summary: RunSummary =
         serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
@@ -796,6 +814,8 @@ fn compare_reads_what_train_eval_and_info_write() {
         md.contains(&format!("| NoProp-FM | {:.2}% |", 100.0 * eval.accuracy)),
         "{md}"
     );
+    assert!(md.contains("## Per-class test accuracy"), "{md}");
+    assert!(md.contains("| run | 0 | 1 | 2 |"), "{md}");
 }
 
 #[test]

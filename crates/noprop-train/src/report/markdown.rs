@@ -39,6 +39,19 @@ pub fn render(report: &CompareReport) -> String {
     md.push_str(&summary_table(&report.runs));
     md.push('\n');
     md.push_str(&summary_notes(&report.runs));
+    if let Some(classes) = report
+        .runs
+        .iter()
+        .filter_map(|r| r.per_class_accuracy.as_ref().map(Vec::len))
+        .max()
+    {
+        md.push_str("\n## Per-class test accuracy\n\n");
+        md.push_str(
+            "From `eval.json`: each class's accuracy over the single runs (its confusion \
+             matrix is in that file).\n\n",
+        );
+        md.push_str(&per_class_table(&report.runs, classes));
+    }
     md.push_str("\n## Per-epoch metrics\n\n");
     md.push_str(&epoch_table(report));
     if !report.plots.is_empty() {
@@ -47,6 +60,37 @@ pub fn render(report: &CompareReport) -> String {
             let title = plot.trim_end_matches(".png").replace('_', " ");
             let _ = writeln!(md, "![{title}]({plot})\n");
         }
+    }
+    md
+}
+
+/// Per-class test accuracy (%): one row per run, one column per class.
+fn per_class_table(rows: &[RunRow], classes: usize) -> String {
+    let line = |cells: Vec<String>| format!("| {} |\n", cells.join(" | "));
+    let mut md = line(
+        std::iter::once("run".to_owned())
+            .chain((0..classes).map(|c| c.to_string()))
+            .collect(),
+    );
+    md.push_str(&line(
+        std::iter::once("---".to_owned())
+            .chain((0..classes).map(|_| "---:".to_owned()))
+            .collect(),
+    ));
+    for row in rows {
+        let cells = (0..classes).map(|c| {
+            match row
+                .per_class_accuracy
+                .as_ref()
+                .and_then(|p| p.get(c).copied().flatten())
+            {
+                Some(a) => format!("{:.2}", 100.0 * a),
+                None => "n/a".to_owned(),
+            }
+        });
+        md.push_str(&line(
+            std::iter::once(row.label.clone()).chain(cells).collect(),
+        ));
     }
     md
 }

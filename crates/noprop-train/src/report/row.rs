@@ -108,6 +108,9 @@ pub struct RunRow {
     pub accuracy_per_million_params: Option<f64>,
     /// The inference settings of `eval.json`.
     pub eval_settings: Option<UsedSettings>,
+    /// Each class's test accuracy over the single runs (`eval.json` of
+    /// this version; None without it).
+    pub per_class_accuracy: Option<Vec<Option<f64>>>,
 }
 
 impl RunRow {
@@ -216,6 +219,11 @@ impl RunRow {
             parameters,
             accuracy_per_million_params,
             eval_settings: run.eval.as_ref().map(|e| e.settings.clone()),
+            per_class_accuracy: run
+                .eval
+                .as_ref()
+                .map(|e| e.per_class_accuracy.clone())
+                .filter(|p| !p.is_empty()),
         }
     }
 }

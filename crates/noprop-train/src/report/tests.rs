@@ -106,6 +106,8 @@ pub(crate) fn eval_report(dir: &Path, variant: &str, acc: f64, runs: &[f64]) -> 
         run_accuracies: runs.clone(),
         ensemble_accuracy: runs.iter().copied().fold(f64::MIN, f64::max),
         correct_per_run: runs.iter().map(|r| (r * 10_000.0).round() as u64).collect(),
+        per_class_accuracy: vec![],
+        confusion: vec![],
         images: 10_000,
         seconds: 25.0,
         ms_per_image: 2.5,
