@@ -88,6 +88,13 @@ pub struct EpochMetrics {
     /// The test accuracy of the runs' ensemble (only with `eval.runs` > 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test_ensemble_accuracy: Option<f64>,
+    /// Test images of the evaluation (absent from older files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_images: Option<u64>,
+    /// The inference settings of the evaluation: ODE steps and solver,
+    /// noise, runs, batch size (absent from older files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_settings: Option<crate::eval::UsedSettings>,
     pub train_seconds: f64,
     pub train_accuracy_seconds: f64,
     pub eval_seconds: f64,
@@ -119,6 +126,8 @@ impl EpochMetrics {
             test_accuracy: f64::NAN,
             test_run_accuracies: None,
             test_ensemble_accuracy: None,
+            test_images: None,
+            eval_settings: None,
             train_seconds: totals.train_seconds,
             train_accuracy_seconds: totals.train_accuracy_seconds,
             eval_seconds: 0.0,

@@ -406,6 +406,12 @@ impl Trainer<'_> {
             return Ok(None);
         };
         metrics.test_accuracy = evaluation.fraction();
+        metrics.test_images = Some(evaluation.accuracy.total);
+        metrics.eval_settings = Some(crate::eval::UsedSettings::new(
+            model.name(),
+            &settings,
+            &model.config_json()?,
+        ));
         if settings.runs > 1 {
             metrics.test_run_accuracies = Some(evaluation.accuracy.per_run());
             metrics.test_ensemble_accuracy = Some(evaluation.accuracy.ensemble());

@@ -833,6 +833,12 @@ fn compare_of_a_sweep_names_the_runs_and_the_keys_that_differ() {
             "data.test_limit=50",
         ],
     ));
+    // Each metrics line records the evaluation behind its test accuracy.
+    let line = &metrics(&lr3)[0];
+    assert_eq!(line["test_images"], 50);
+    assert_eq!(line["eval_settings"]["steps"], 5);
+    assert_eq!(line["eval_settings"]["solver"], "euler");
+    assert_eq!(line["eval_settings"]["runs"], 1);
     let out_dir = scratch("sweep").join("report");
     let args = [
         "compare",

@@ -285,9 +285,11 @@ fn warnings(runs: &[RunData], rows: &[RunRow]) -> Vec<String> {
 }
 
 /// The inference behind a row's test accuracy: `eval.json`'s settings, else
-/// the run's per-epoch evaluation (`[eval]` over the variant's defaults).
+/// those the last metrics line records, else the run's configuration
+/// (`[eval]` over the variant's defaults).
 fn inference_description(run: &RunData, row: &RunRow) -> String {
-    let used = row.eval_settings.clone().or_else(|| {
+    let recorded = || run.epochs.last().and_then(|e| e.eval_settings.clone());
+    let used = row.eval_settings.clone().or_else(recorded).or_else(|| {
         let section = serde_json::to_value(run.config.variant_section().ok()?).ok()?;
         Some(crate::eval::UsedSettings::new(
             &run.config.variant,
