@@ -17,7 +17,8 @@
 //! - `report.json`: the same numbers for scripts ([`CompareReport`]);
 //! - PNG figures (see [`plots`]): learning curves, final accuracy, training
 //!   and inference time, model size, accuracy per parameter, accuracy
-//!   against speed, and the noise schedules (DT cosine, CT initial and
+//!   against speed, the per-class test accuracy (runs with an `eval.json`
+//!   of this version), and the noise schedules (DT cosine, CT initial and
 //!   learned; read from each run's `info.json` and `info-initial.json`, the
 //!   saved output of `noprop info --json`).
 //!

@@ -395,7 +395,7 @@ fn writes_report_tables_json_and_plots_for_three_runs() {
     let ct_epochs = &report["epochs"][1]["epochs"];
     assert_eq!(ct_epochs.as_array().unwrap().len(), 2);
     assert_eq!(ct_epochs[1]["train_terms"]["ce"], 0.25);
-    assert_eq!(report["plots"].as_array().unwrap().len(), 7);
+    assert_eq!(report["plots"].as_array().unwrap().len(), 8);
 
     let (dt_c, ct_c, fm_c) = (
         registered_colour("dt"),
@@ -480,7 +480,7 @@ fn figures_without_data_are_still_written() {
     std::fs::write(dir.join("metrics.jsonl"), "").unwrap();
     let out = tmp.path().join("out");
     let report = write_report(&[RunData::load(&dir).unwrap()], &out, None, &[]).unwrap();
-    assert_eq!(report.plots.len(), 7);
+    assert_eq!(report.plots.len(), 8);
     for plot in &report.plots {
         let img = image::open(out.join(plot)).unwrap().to_rgb8();
         // The "no data" title is drawn: some dark pixels.

@@ -9,6 +9,7 @@
 //! | `accuracy_per_param.png` | test accuracy (%) per million parameters |
 //! | `speed_vs_accuracy.png` | test accuracy against training time and against inference time |
 //! | `noise_schedules.png` | alpha_bar(t) and SNR(t) (log) of DT's cosine schedule and CT's learned one (dashed: CT's initial schedule) |
+//! | `per_class_accuracy.png` | test accuracy (%) per class of the runs with an `eval.json` |
 //!
 //! A figure whose numbers are missing for every run is still written, with
 //! "no data" in its panel, so the report's links never break. Log axes span
@@ -131,6 +132,10 @@ pub fn write_plots(
     save(
         "noise_schedules.png",
         noise_schedules(&out_dir.join("noise_schedules.png"), schedules),
+    )?;
+    save(
+        "per_class_accuracy.png",
+        per_class_accuracy(&out_dir.join("per_class_accuracy.png"), rows),
     )?;
     Ok(written)
 }
@@ -371,6 +376,54 @@ fn speed_vs_accuracy(path: &Path, rows: &[RunRow]) -> Result<()> {
                 points: points(&|s| s.inference_ms_per_image),
                 y_min,
                 y_max,
+            },
+        )
+    })
+}
+
+/// Each run's test accuracy per class (from `eval.json`), a line per run.
+fn per_class_accuracy(path: &Path, rows: &[RunRow]) -> Result<()> {
+    let series: Vec<Series> = rows
+        .iter()
+        .filter_map(|row| {
+            let per_class = row.per_class_accuracy.as_ref()?;
+            Some(Series {
+                label: row.label.clone(),
+                colour: row_colour(row),
+                points: per_class
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(class, a)| Some((class as f64, 100.0 * (*a)?)))
+                    .collect(),
+                markers: true,
+                dashed: false,
+            })
+        })
+        .collect();
+    let classes = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.0))
+        .fold(1.0, f64::max);
+    let (y_min, y_max) = percent_axis(
+        series
+            .iter()
+            .flat_map(|s| s.points.iter().map(|p| p.1 / 100.0)),
+    );
+    figure(path, 1, |areas| {
+        draw_line_panel(
+            &areas[0],
+            &LinePanel {
+                title: "Test accuracy per class",
+                x_desc: "class",
+                y_desc: "test accuracy (%)",
+                x_range: (-0.2, classes + 0.2),
+                y_axis: YAxis::Linear {
+                    min: y_min,
+                    max: y_max,
+                },
+                series,
+                integer_x: true,
+                legend: SeriesLabelPosition::LowerRight,
             },
         )
     })
