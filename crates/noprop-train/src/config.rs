@@ -183,7 +183,9 @@ impl DataConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EvalConfig {
-    /// ODE steps (CT, FM).
+    /// ODE steps (CT, FM); unset: at most
+    /// [`crate::train::EPOCH_EVAL_STEPS`] for the per-epoch evaluation, the
+    /// model's `inference_steps` for `noprop eval` and `predict`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub steps: Option<usize>,
     /// ODE integrator (CT, FM): euler, heun or rk4.

@@ -105,7 +105,7 @@ pub const MEANINGS: &[(&str, &str)] = &[
     ),
     (
         "eval.steps",
-        "ODE steps of the evaluation (CT, FM); unset: the variant's `inference_steps`.",
+        "ODE steps of every evaluation (CT, FM): the per-epoch one, `eval`, `predict`; unset: 100 for the per-epoch evaluation (or the variant's `inference_steps` if fewer), the variant's `inference_steps` (the paper's 1000) for `eval` and `predict`.",
     ),
     (
         "eval.solver",

@@ -888,6 +888,41 @@ fn compare_of_a_sweep_names_the_runs_and_the_keys_that_differ() {
 }
 
 #[test]
+fn the_per_epoch_evaluation_defaults_to_a_cheap_step_count() {
+    // FM's own default is the paper's 1000 steps; the learning curve uses
+    // 100 unless eval.steps says otherwise, and records it.
+    let dir = scratch("epoch-steps").join("run");
+    let out = noprop(&[
+        "train",
+        "--variant",
+        "fm",
+        "--train-limit",
+        "64",
+        "--test-limit",
+        "20",
+        "--batch-size",
+        "64",
+        "--epochs",
+        "1",
+        "--no-progress",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert_ok(&out);
+    assert_eq!(metrics(&dir)[0]["eval_settings"]["steps"], 100);
+    let eval = noprop(&[
+        "eval",
+        "--checkpoint",
+        dir.join("last.safetensors").to_str().unwrap(),
+        "--test-limit",
+        "20",
+        "--json",
+    ]);
+    assert_ok(&eval);
+    assert_eq!(json_stdout(&eval)["settings"]["steps"], 1000);
+}
+
+#[test]
 fn info_describes_fresh_models_with_their_schedules() {
     let out = noprop(&[
         "info",
