@@ -32,7 +32,7 @@
 //!   merges pairs of classes under the paper's recipe and stalls (69% after
 //!   3 epochs on MNIST; 54.7% against 96.3% after one epoch of 20,000
 //!   images; docs/algorithm.md, "Eqs. 17-19").
-//! - **Mixing weights**: one variable `mix.weight` [T]; every w_t starts
+//! - **Mixing weights**: one variable `mix.weight` `[T]`; every w_t starts
 //!   at atanh(`mixing_init`), default `mixing_init` = 0.5 (a_t = 0.5, an
 //!   equal blend; the paper gives no value).
 //! - **Training** (`model.rs`): one loss, one backward, one AdamW
@@ -57,8 +57,8 @@
 //! - block t (1-based): `block.{t}.` + the block's names, e.g.
 //!   `block.1.image.conv1.weight`, `block.3.latent.bn1.running_mean`
 //!   (BatchNorm statistics are buffers: saved, never optimised);
-//! - mixing weights: `mix.weight` [T] (entry t-1 is w_t);
-//! - head: `head.weight` [m, d], `head.bias` [m];
+//! - mixing weights: `mix.weight` `[T]` (entry t-1 is w_t);
+//! - head: `head.weight` [m, d], `head.bias` `[m]`;
 //! - learned W: `embedding.weight` [m, d] (one-hot W is a constant, stored
 //!   nowhere);
 //! - optimizer state: `optim.{parameter}.step` / `.exp_avg` / `.exp_avg_sq`.

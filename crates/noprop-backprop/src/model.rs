@@ -100,7 +100,7 @@ pub(crate) fn block_prediction(logits: &Tensor, w: &Tensor, output: BlockOutput)
 impl NoPropBackprop {
     /// Builds a model for `spec` with fresh, seeded parameters.
     /// `prototype_source` (normalised training images [N, C, H, W] and
-    /// labels [N] u32) is required for prototype embeddings and ignored
+    /// labels `[N]` u32) is required for prototype embeddings and ignored
     /// otherwise. To load a checkpoint, build with [`ModelInit::ForLoading`].
     pub fn new(
         config: BackpropConfig,
@@ -221,12 +221,12 @@ impl NoPropBackprop {
         &self.head
     }
 
-    /// The raw mixing weights w [T] (the variable `mix.weight`).
+    /// The raw mixing weights w `[T]` (the variable `mix.weight`).
     pub fn mixing_weights(&self) -> &Tensor {
         &self.mix
     }
 
-    /// The mixing coefficients a = tanh(w) [T] (differentiable in w).
+    /// The mixing coefficients a = tanh(w) `[T]` (differentiable in w).
     pub fn mixing_coefficients(&self) -> Result<Tensor> {
         self.mix.tanh()
     }
@@ -272,7 +272,7 @@ impl NoPropBackprop {
     }
 
     /// The training loss CE(head(z_T), y) on a batch (images [B, C, H, W],
-    /// labels [B] u32, B >= 2), in training mode. Draws z_0 [B, d], then
+    /// labels `[B]` u32, B >= 2), in training mode. Draws z_0 [B, d], then
     /// the blocks' dropout masks, from `rng`; updates the BatchNorm running
     /// statistics and nothing else.
     pub fn loss(&self, images: &Tensor, labels: &Tensor, rng: &mut SeededRng) -> Result<Tensor> {

@@ -4,8 +4,8 @@
 //! | variables | names |
 //! |---|---|
 //! | block t (1-based) | `block.{t}.` + the [`noprop_block::DtBlock`] names, e.g. `block.3.image.conv1.weight`, `block.3.latent.bn1.running_mean` (BatchNorm statistics are buffers: saved, never optimised) |
-//! | mixing weights | `mix.weight` [T]: entry t-1 is w_t, a_t = tanh(w_t) |
-//! | head (linear d -> m) | `head.weight` [m, d], `head.bias` [m] |
+//! | mixing weights | `mix.weight` `[T]`: entry t-1 is w_t, a_t = tanh(w_t) |
+//! | head (linear d -> m) | `head.weight` [m, d], `head.bias` `[m]` |
 //! | learned W | `embedding.weight` [m, d] (absent for one-hot) |
 //! | optimizer state | `optim.` + parameter name + `.step` / `.exp_avg` / `.exp_avg_sq` |
 //!

@@ -24,7 +24,7 @@
 //! embeddings, against 250k for the block's whole latent, time and fusion
 //! layers. The same values up to floating-point rounding (the sums are
 //! grouped differently; a test checks against
-//! [`CtFmBlock::forward_from_features`]).
+//! [`crate::CtFmBlock::forward_from_features`]).
 //!
 //! **Rows are integrated in fixed groups** of [`ROWS_PER_TASK`], one rayon
 //! task each, from the first step to the last: a group's activations stay

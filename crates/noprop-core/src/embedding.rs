@@ -249,7 +249,7 @@ impl ClassEmbedding {
         self.weight.clone()
     }
 
-    /// u_y = W[labels] [B, d] for labels [B] (u32 or i64).
+    /// u_y = W`[labels]` [B, d] for labels `[B]` (u32 or i64).
     pub fn rows(&self, labels: &Tensor) -> Result<Tensor> {
         self.weight.index_select(labels, 0)
     }
@@ -273,7 +273,7 @@ impl ClassEmbedding {
     }
 
     /// The class whose embedding is nearest (Euclidean) to each row of z
-    /// [B, d]: the FM read-out. Returns [B] u32.
+    /// [B, d]: the FM read-out. Returns `[B]` u32.
     pub fn nearest_class(&self, z: &Tensor) -> Result<Tensor> {
         self.neg_sq_distances(z)?.argmax(D::Minus1)
     }

@@ -12,7 +12,7 @@
 //! | [`marginal`] | [`marginal_sample`]: z ~ q(z_t \| y) with one or per-row alpha_bar | DT, CT |
 //! | [`mix`] | [`softmax_mix`] (DT/CT block output), [`linear_mix`] (FM) | block, variants |
 //! | [`embedding`] | [`ClassEmbedding`] W [m, d]: one-hot, learned dim-k (orthogonal), prototype | all |
-//! | [`time_embedding`] | [`SinusoidalTimeEmbedding`]: t [B] -> [B, 64] on 1000 t | block (CT/FM) |
+//! | [`time_embedding`] | [`SinusoidalTimeEmbedding`]: t `[B]` -> [B, 64] on 1000 t | block (CT/FM) |
 //! | [`ode`] | [`OdeSolver`]: Euler, Heun, RK4 over a caller's vector field | CT, FM inference |
 //! | [`optim`] | [`Adam`] / AdamW matching PyTorch, per-group lr and decay, exportable state | all |
 //! | [`rng`] | [`SeededRng`]: every random number of the project | all |

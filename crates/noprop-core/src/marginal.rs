@@ -40,7 +40,7 @@ pub fn marginal_sample(u_y: &Tensor, alpha_bar: f64, rng: &mut SeededRng) -> Res
     marginal_with_noise(u_y, alpha_bar, &eps)
 }
 
-/// A draw of z_b ~ N(sqrt(ab_b) u_b, (1 - ab_b) I) with a per-row alpha_bar [B].
+/// A draw of z_b ~ N(sqrt(ab_b) u_b, (1 - ab_b) I) with a per-row alpha_bar `[B]`.
 pub fn marginal_sample_per_row(
     u_y: &Tensor,
     alpha_bar: &Tensor,

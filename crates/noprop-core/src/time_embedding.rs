@@ -1,6 +1,6 @@
 //! Sinusoidal time embedding for the CT and FM blocks.
 //!
-//! For t [B] in [0, 1], scale s (default 1000), dimension D (even, default
+//! For t `[B]` in [0, 1], scale s (default 1000), dimension D (even, default
 //! 64), half = D / 2 and frequencies f_k = P^(-k / half), k = 0..half, with
 //! P = 10000 (the Transformer / DDPM convention):
 //!
@@ -81,7 +81,7 @@ impl SinusoidalTimeEmbedding {
 }
 
 impl Module for SinusoidalTimeEmbedding {
-    /// t [B] or [B, 1] (any float dtype) -> [B, D] in t's dtype.
+    /// t `[B]` or [B, 1] (any float dtype) -> [B, D] in t's dtype.
     fn forward(&self, t: &Tensor) -> Result<Tensor> {
         self.validate()?;
         let t = match t.dims() {

@@ -27,7 +27,7 @@
 //! - `block.image.{conv1,conv2,conv3,fc}.{weight,bias}`,
 //!   `block.latent.fc.*` (or `block.latent.{conv1,..}` for prototypes),
 //!   `block.time.fc.*`, `block.fusion.{fc1,fc2,out}.*`
-//! - `head.weight` [m, d], `head.bias` [m]
+//! - `head.weight` [m, d], `head.bias` `[m]`
 //! - `schedule.gamma_0`, `schedule.gamma_1`, `schedule.net.*`
 //! - `embedding.weight` [m, d] (learned embeddings only)
 //! - optimizer state: `optim.<variable>.{step,exp_avg,exp_avg_sq}`

@@ -9,7 +9,7 @@
 //! with logits = block(x, z_t, t), z_t ~ q(z_t | y) and the per-example
 //! weight w_b = SNR'(t_b) for t ~ U[0, 1], or w_b = SNR'(t_b) / p(t_b) for t
 //! drawn from the importance density p (same expectation). Shapes: u_y, z
-//! [B, d], W [m, d], logits [B, m], t and w [B].
+//! [B, d], W [m, d], logits [B, m], t and w `[B]`.
 
 use candle_core::{Result, Tensor};
 use noprop_core::softmax_mix;
@@ -30,7 +30,7 @@ impl CtLoss {
 }
 
 /// mean_b (eta / 2) w_b ||softmax(logits_b) W - u_b||^2: logits [B, m],
-/// W [m, d], u_y [B, d], weight [B].
+/// W [m, d], u_y [B, d], weight `[B]`.
 pub fn denoising_loss(
     logits: &Tensor,
     w: &Tensor,

@@ -2,7 +2,7 @@
 //! the learned schedule, the class embedding W and one Adam optimizer with
 //! three groups (block + W; schedule; head).
 //!
-//! Training (one step, batch B): draw t [B] (uniform or importance),
+//! Training (one step, batch B): draw t `[B]` (uniform or importance),
 //! z_t ~ q(z_t | y), logits = block(x, z_t, t), loss of [`crate::loss`],
 //! one backward, one Adam step (learning rate scaled by the warm-up).
 //!
@@ -48,7 +48,7 @@ pub struct NoPropCt {
 
 impl NoPropCt {
     /// A fresh model. `prototype_source` = normalised train images
-    /// [N, C, H, W] and labels [N] u32, required for prototype embeddings.
+    /// [N, C, H, W] and labels `[N]` u32, required for prototype embeddings.
     /// Every initial value comes from `SeededRng::new(seed)` (the store) and
     /// its fork for the embedding.
     pub fn new(

@@ -3,7 +3,7 @@
 
 /// Prefix of the block's variables (`block.image.conv1.weight`, ...).
 pub const BLOCK_PREFIX: &str = "block";
-/// Prefix of the output head (`head.weight` [m, d], `head.bias` [m]).
+/// Prefix of the output head (`head.weight` [m, d], `head.bias` `[m]`).
 pub const HEAD_PREFIX: &str = "head";
 /// Prefix of the learned schedule (`schedule.gamma_0`, `schedule.gamma_1`,
 /// `schedule.net.*`).

@@ -43,7 +43,7 @@
 //!   `block.1.image.conv1.weight`, `block.10.fusion.out.bias`,
 //!   `block.3.latent.bn1.running_mean` (BatchNorm statistics are buffers:
 //!   saved, never optimised);
-//! - head: `head.weight` [m, d], `head.bias` [m];
+//! - head: `head.weight` [m, d], `head.bias` `[m]`;
 //! - learned W: `embedding.weight` [m, d] (one-hot W is a constant, stored
 //!   nowhere);
 //! - optimizer state: `optim.{parameter}.step` / `.exp_avg` / `.exp_avg_sq`.

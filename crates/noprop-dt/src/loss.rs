@@ -11,7 +11,7 @@
 //! KL      = 0.5 (alpha_bar_0 ||u_y||^2 + d (1 - alpha_bar_0) - d - d ln(1 - alpha_bar_0))
 //! ```
 //!
-//! with u_y = W[y] [B, d], the squared norm summed over d, and the CE on the
+//! with u_y = W`[y]` [B, d], the squared norm summed over d, and the CE on the
 //! noised *label* z_T (not on a block output). Block t is fed z_{t-1}
 //! (Algorithm 1's z_t is a typo). With a learned W every term is
 //! differentiable in W, including through the reparameterised samples
@@ -70,7 +70,7 @@ pub(crate) fn denoise_term(
 
 impl NoPropDt {
     /// Block t's loss (1-based t) on a batch: images [B, C, H, W] f32,
-    /// labels [B] u32, B >= 2 (BatchNorm). Draws, in order, the z_{t-1}
+    /// labels `[B]` u32, B >= 2 (BatchNorm). Draws, in order, the z_{t-1}
     /// noise, the block's dropout masks and the z_T noise from `rng`.
     /// Computing it updates block t's BatchNorm running statistics, as any
     /// training-mode forward pass does; it changes nothing else.

@@ -3,7 +3,7 @@
 //!
 //! # Training step
 //!
-//! For a minibatch (x [B, C, H, W], y [B]) the training order (see
+//! For a minibatch (x [B, C, H, W], y `[B]`) the training order (see
 //! [`TrainingOrder`]) picks the blocks that step; for each picked block t, in
 //! ascending order, [`NoPropDt::block_loss`] builds block t's loss (Eq. 8,
 //! see `loss.rs`), `backward` runs on that loss alone, and two optimizers
@@ -87,7 +87,7 @@ impl std::fmt::Debug for NoPropDt {
 impl NoPropDt {
     /// Builds a model for `spec` with fresh, seeded parameters.
     /// `prototype_source` (normalised training images [N, C, H, W] and
-    /// labels [N] u32) is required for prototype embeddings and ignored
+    /// labels `[N]` u32) is required for prototype embeddings and ignored
     /// otherwise. To load a checkpoint, build with [`ModelInit::ForLoading`].
     pub fn new(
         config: DtConfig,

@@ -4,7 +4,7 @@
 //! | variables | names |
 //! |---|---|
 //! | block t (1-based) | `block.{t}.` + the [`noprop_block::DtBlock`] names, e.g. `block.3.image.conv1.weight`, `block.3.latent.bn1.running_mean` |
-//! | head (linear d -> m) | `head.weight` [m, d], `head.bias` [m] |
+//! | head (linear d -> m) | `head.weight` [m, d], `head.bias` `[m]` |
 //! | learned W | `embedding.weight` [m, d] (absent for one-hot) |
 //! | optimizer state | `optim.` + parameter name + `.step` / `.exp_avg` / `.exp_avg_sq` |
 

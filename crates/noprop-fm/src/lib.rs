@@ -6,7 +6,7 @@
 //! `noprop-block` and candle (never on another variant, the data crate or the
 //! trainer).
 //!
-//! - Training: z_0 ~ N(0, I), z_1 = u_y = W[y], t ~ U[0, 1],
+//! - Training: z_0 ~ N(0, I), z_1 = u_y = W`[y]`, t ~ U[0, 1],
 //!   z_t = t z_1 + (1 - t) z_0, v_hat = logits(x, z_t, t) @ W (no softmax),
 //!   loss = mean over the batch of ||v_hat - (z_1 - z_0)||^2 (Eq. 11). With a
 //!   learned W (dimN or prototype) the anchor term

@@ -4,7 +4,7 @@
 //! | variables | names |
 //! |---|---|
 //! | the block | `block.` + the [`noprop_block::CtFmBlock`] names, e.g. `block.image.conv1.weight` |
-//! | anchor head (learned W only, linear d -> m) | `head.weight` [m, d], `head.bias` [m] |
+//! | anchor head (learned W only, linear d -> m) | `head.weight` [m, d], `head.bias` `[m]` |
 //! | learned W | `embedding.weight` [m, d] (absent for one-hot) |
 //! | optimizer state | `optim.` + variable name + `.step` / `.exp_avg` / `.exp_avg_sq` |
 

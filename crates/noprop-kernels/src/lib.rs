@@ -58,7 +58,7 @@
 //!
 //! The top-level functions use the process-wide [`KernelBackend`]
 //! ([`set_kernel_backend`], or `NOPROP_KERNELS=fast|candle`); [`fast`] and
-//! [`reference`] name one implementation explicitly.
+//! [`reference`](mod@reference) name one implementation explicitly.
 
 mod allocator;
 mod backend;

@@ -121,7 +121,7 @@ pub struct TrainArgs {
     /// (repeatable; applied last).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
-    /// Run directory to create (default: runs/<variant>-<UTC time>).
+    /// Run directory to create (default: `runs/<variant>-<UTC time>`).
     #[arg(long, value_name = "RUN_DIR")]
     pub out: Option<PathBuf>,
     /// Use --out even if it already holds a run (its files are replaced).

@@ -4,7 +4,7 @@
 //! converted to the model's channels (grey: luma; colour: RGB), resized to
 //! the model's `image_size` x `image_size` (bilinear), scaled to [0, 1] and
 //! normalised per channel like the training data,
-//! x = (pixel / 255 - mean[c]) / std[c], with the mean and std stored in the
+//! x = (pixel / 255 - mean`[c]`) / std`[c]`, with the mean and std stored in the
 //! checkpoint. MNIST digits are white on black: a black-on-white drawing
 //! must be inverted first.
 

@@ -18,7 +18,7 @@
 //! `GradStore` are skipped: neither they, their moments nor their step count
 //! change (PyTorch skips `p.grad is None`).
 //!
-//! State is exported per parameter name as `"{name}.step"` ([1] u32),
+//! State is exported per parameter name as `"{name}.step"` (`[1]` u32),
 //! `"{name}.exp_avg"` and `"{name}.exp_avg_sq"` (the parameter's shape and
 //! dtype), only for parameters that have been updated; loading it back makes
 //! the next updates bitwise identical to those of an optimizer that was never

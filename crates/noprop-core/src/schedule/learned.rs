@@ -42,12 +42,12 @@
 //!
 //! # Variables (under the caller's `VarBuilder` prefix, e.g. "schedule.")
 //!
-//! `gamma_0` [1], `gamma_1` [1], `net.skip_raw` [1], `net.hidden.weight_raw`
-//! [H], `net.hidden.bias` [H], `net.out.weight_raw` [H].
+//! `gamma_0` `[1]`, `gamma_1` `[1]`, `net.skip_raw` `[1]`, `net.hidden.weight_raw`
+//! `[H]`, `net.hidden.bias` `[H]`, `net.out.weight_raw` `[H]`.
 //!
 //! # Importance sampling of t
 //!
-//! The CT denoising loss is E_{t ~ U[0,1]} [ (eta/2) SNR'(t) L(t) ]. Since SNR'
+//! The CT denoising loss is E_{t ~ U`[0,1]`} [ (eta/2) SNR'(t) L(t) ]. Since SNR'
 //! spans orders of magnitude, sampling t with density p(t) proportional to
 //! SNR'(t) and weighting by SNR'(t) / p(t) gives the same expectation (and
 //! the same gradient, p held constant) with far lower variance; for p exactly
@@ -99,24 +99,24 @@ impl LearnedScheduleConfig {
 /// Every schedule quantity at a batch of times, from one network evaluation.
 #[derive(Debug, Clone)]
 pub struct ScheduleValues {
-    /// gamma(t) [B].
+    /// gamma(t) `[B]`.
     pub gamma: Tensor,
-    /// gamma'(t) [B] (<= 0).
+    /// gamma'(t) `[B]` (<= 0).
     pub gamma_prime: Tensor,
-    /// alpha_bar(t) = sigmoid(-gamma) [B].
+    /// alpha_bar(t) = sigmoid(-gamma) `[B]`.
     pub alpha_bar: Tensor,
-    /// SNR(t) = exp(-gamma) [B].
+    /// SNR(t) = exp(-gamma) `[B]`.
     pub snr: Tensor,
-    /// SNR'(t) = -gamma' SNR [B] (>= 0).
+    /// SNR'(t) = -gamma' SNR `[B]` (>= 0).
     pub snr_prime: Tensor,
 }
 
 /// Times drawn with density p(t) ~ SNR'(t) (see the module doc).
 #[derive(Debug, Clone)]
 pub struct ImportanceSample {
-    /// The sampled times [n], in the schedule's dtype.
+    /// The sampled times `[n]`, in the schedule's dtype.
     pub t: Tensor,
-    /// The sampling density p(t) at each sample [n] (a constant: no gradient).
+    /// The sampling density p(t) at each sample `[n]` (a constant: no gradient).
     /// Weight the loss by SNR'(t) / density.
     pub density: Tensor,
 }
@@ -241,7 +241,7 @@ impl LearnedSchedule {
         t.to_dtype(self.dtype())
     }
 
-    /// Every quantity at t [B] (converted to the schedule's dtype), from one
+    /// Every quantity at t `[B]` (converted to the schedule's dtype), from one
     /// network evaluation.
     pub fn evaluate(&self, t: &Tensor) -> Result<ScheduleValues> {
         let t = self.check_times(t)?;
@@ -274,37 +274,37 @@ impl LearnedSchedule {
         })
     }
 
-    /// gamma(t) [B].
+    /// gamma(t) `[B]`.
     pub fn gamma(&self, t: &Tensor) -> Result<Tensor> {
         Ok(self.evaluate(t)?.gamma)
     }
 
-    /// gamma'(t) [B], <= 0.
+    /// gamma'(t) `[B]`, <= 0.
     pub fn gamma_prime(&self, t: &Tensor) -> Result<Tensor> {
         Ok(self.evaluate(t)?.gamma_prime)
     }
 
-    /// alpha_bar(t) = sigmoid(-gamma(t)) [B].
+    /// alpha_bar(t) = sigmoid(-gamma(t)) `[B]`.
     pub fn alpha_bar(&self, t: &Tensor) -> Result<Tensor> {
         Ok(self.evaluate(t)?.alpha_bar)
     }
 
-    /// SNR(t) = exp(-gamma(t)) [B].
+    /// SNR(t) = exp(-gamma(t)) `[B]`.
     pub fn snr(&self, t: &Tensor) -> Result<Tensor> {
         Ok(self.evaluate(t)?.snr)
     }
 
-    /// SNR'(t) = dSNR/dt [B], >= 0 (differentiable).
+    /// SNR'(t) = dSNR/dt `[B]`, >= 0 (differentiable).
     pub fn snr_prime(&self, t: &Tensor) -> Result<Tensor> {
         Ok(self.evaluate(t)?.snr_prime)
     }
 
-    /// alpha_bar(0) = sigmoid(-gamma_1) [1], exactly (gamma_bar(0) = 0); for the KL term.
+    /// alpha_bar(0) = sigmoid(-gamma_1) `[1]`, exactly (gamma_bar(0) = 0); for the KL term.
     pub fn alpha_bar_noise_end(&self) -> Result<Tensor> {
         candle_nn::ops::sigmoid(&self.gamma_1.neg()?)
     }
 
-    /// alpha_bar(1) = sigmoid(-gamma_0) [1], exactly; for the noised label z_1.
+    /// alpha_bar(1) = sigmoid(-gamma_0) `[1]`, exactly; for the noised label z_1.
     pub fn alpha_bar_clean_end(&self) -> Result<Tensor> {
         candle_nn::ops::sigmoid(&self.gamma_0.neg()?)
     }

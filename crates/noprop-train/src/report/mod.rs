@@ -1,6 +1,6 @@
 //! `noprop compare`: a side-by-side report of several training runs.
 //!
-//! Reads run directories through the types that wrote them (see [`run`]:
+//! Reads run directories through the types that wrote them (see [`RunData`]:
 //! [`crate::config::RunConfig`], [`crate::metrics::EpochMetrics`],
 //! [`crate::summary::RunSummary`], [`crate::eval::EvalReport`],
 //! [`crate::info::InfoReport`]) and writes into `--out`:
@@ -15,7 +15,7 @@
 //!   validation epoch), notes on where each number came from, the per-epoch
 //!   table and the plots;
 //! - `report.json`: the same numbers for scripts ([`CompareReport`]);
-//! - PNG figures (see [`plots`]): learning curves, final accuracy, training
+//! - PNG figures (see `report/plots/`): learning curves, final accuracy, training
 //!   and inference time, model size, accuracy per parameter, accuracy
 //!   against speed, the per-class test accuracy (runs with an `eval.json`
 //!   of this version), and the noise schedules (DT cosine, CT initial and
