@@ -83,3 +83,73 @@ fn every_variant_has_a_reproduction_preset_with_the_papers_recipe() {
         assert_eq!(config.variant_section().unwrap(), &expected, "{file}");
     }
 }
+
+/// `noprop info --config configs/NAME --json` (plus `extra`): the
+/// parameters per group (`block.1`, ..., `block`, `head`, `schedule`).
+fn parameter_groups(name: &str, extra: &[&str]) -> std::collections::BTreeMap<String, u64> {
+    // paper-<dataset>-<variant>.toml
+    let variant = name.trim_end_matches(".toml").rsplit('-').next().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_noprop"))
+        .args(["info", "--variant", variant, "--json"])
+        .args(["--config", preset(name).to_str().unwrap()])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    info["parameters"]["groups"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v["parameters"].as_u64().unwrap()))
+        .collect()
+}
+
+#[test]
+fn the_cifar_presets_build_the_papers_parameter_counts() {
+    // Per block, from the paper's v2 Table 5 (valid 3x3 convolutions).
+    let cases: &[(&str, &[&str], &str, u64)] = &[
+        ("paper-cifar10-dt.toml", &[], "block.1", 1_215_434),
+        ("paper-cifar100-dt.toml", &[], "block.1", 1_250_084),
+        (
+            "paper-cifar10-dt.toml",
+            &["--set", "dt.embedding=prototype"],
+            "block.1",
+            1_992_714,
+        ),
+        ("paper-cifar10-ct.toml", &[], "block", 1_163_210),
+        ("paper-cifar100-ct.toml", &[], "block", 1_197_860),
+        // FM's block is CT's (no schedule, no head).
+        ("paper-cifar10-fm.toml", &[], "block", 1_163_210),
+        // The baseline chains DT's blocks.
+        ("paper-cifar10-backprop.toml", &[], "block.1", 1_215_434),
+    ];
+    for (name, extra, group, count) in cases {
+        let groups = parameter_groups(name, extra);
+        assert_eq!(
+            groups.get(*group),
+            Some(count),
+            "{name} {extra:?}: {groups:?}"
+        );
+    }
+    // Every block of a DT model alike: T = 10 of them.
+    let dt = parameter_groups("paper-cifar10-dt.toml", &[]);
+    let blocks: Vec<u64> = (1..=10).map(|t| dt[&format!("block.{t}")]).collect();
+    assert_eq!(blocks, vec![1_215_434; 10]);
+    // The presets are the paper's recipe apart from the dataset and epochs.
+    for entry in registry::VARIANTS {
+        let name = entry.name();
+        for dataset in ["cifar10", "cifar100"] {
+            let file = format!("paper-{dataset}-{name}.toml");
+            let config = RunConfig::load(Some(&preset(&file)), &[], &Sections).unwrap();
+            assert_eq!(config.data.dataset, dataset, "{file}");
+            assert_eq!(config.batch_size, 128, "{file}");
+            let defaults = entry.resolve(None).unwrap();
+            assert_eq!(config.variant_section().unwrap(), &defaults, "{file}");
+        }
+    }
+}
