@@ -868,7 +868,7 @@ fn compare_of_a_sweep_names_the_runs_and_the_keys_that_differ() {
     );
     let md = std::fs::read_to_string(out_dir.join("report.md")).unwrap();
     assert!(
-        md.contains("Not comparable as they stand") && md.contains("`fm.lr`"),
+        md.contains("Read with care") && md.contains("`fm.lr`"),
         "{md}"
     );
     // The report is not replaced without --force.

@@ -24,7 +24,7 @@ pub fn render(report: &CompareReport) -> String {
     }
     md.push('\n');
     if !report.warnings.is_empty() {
-        md.push_str("**Not comparable as they stand:**\n\n");
+        md.push_str("**Read with care:**\n\n");
         for warning in &report.warnings {
             let _ = writeln!(md, "- {warning}");
         }

@@ -68,6 +68,10 @@ pub struct CompareArgs {
     /// Replace a report already in `--out`.
     #[arg(long)]
     pub force: bool,
+    /// A caution printed at the top of the report, before the computed
+    /// warnings (e.g. that the runs are a smoke test); repeatable.
+    #[arg(long = "caveat", value_name = "TEXT")]
+    pub caveats: Vec<String>,
 }
 
 /// A configuration key whose value is not the same in every run.
@@ -96,8 +100,9 @@ pub struct CompareReport {
     pub generated_utc: String,
     /// The command that produced the runs (`--note`).
     pub note: Option<String>,
-    /// What makes the runs' numbers not comparable as they stand: other
-    /// datasets, test sets or inference settings.
+    /// How to read the numbers: the caller's caveats (`--caveat`), then
+    /// what makes the runs not comparable as they stand (other datasets,
+    /// test sets or inference settings).
     pub warnings: Vec<String>,
     /// The configuration keys that differ between the runs.
     pub differing_keys: Vec<DifferingKey>,
@@ -342,7 +347,13 @@ pub fn run_compare(args: &CompareArgs) -> Result<()> {
         .iter()
         .map(|dir| RunData::load(dir))
         .collect::<Result<Vec<_>>>()?;
-    let report = write_report(&runs, &args.out, args.note.clone(), &args.labels)?;
+    let report = write_report_with(
+        &runs,
+        &args.out,
+        args.note.clone(),
+        &args.labels,
+        &args.caveats,
+    )?;
     for warning in &report.warnings {
         eprintln!("warning: {warning}");
     }
@@ -366,7 +377,19 @@ pub fn write_report(
     note: Option<String>,
     labels: &[String],
 ) -> Result<CompareReport> {
+    write_report_with(runs, out_dir, note, labels, &[])
+}
+
+/// [`write_report`] with `caveats` at the top of the report's warnings.
+pub fn write_report_with(
+    runs: &[RunData],
+    out_dir: &std::path::Path,
+    note: Option<String>,
+    labels: &[String],
+    caveats: &[String],
+) -> Result<CompareReport> {
     let mut report = CompareReport::from_runs(runs, note, labels)?;
+    report.warnings.splice(0..0, caveats.iter().cloned());
     std::fs::create_dir_all(out_dir)
         .with_context(|| format!("creating output directory {}", out_dir.display()))?;
     let written = plots::write_plots(out_dir, runs, &report.runs, &report.schedules)?;

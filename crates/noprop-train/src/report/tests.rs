@@ -286,6 +286,7 @@ fn writes_report_tables_json_and_plots_for_three_runs() {
         note: Some("cargo xtask train-all --quick".into()),
         labels: Vec::new(),
         force: false,
+        caveats: vec!["a smoke test".into()],
     };
     run_compare(&args).unwrap();
     // A second report into the same directory needs --force.
@@ -303,6 +304,10 @@ fn writes_report_tables_json_and_plots_for_three_runs() {
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(
         md.contains("Command: `cargo xtask train-all --quick`"),
+        "{md}"
+    );
+    assert!(
+        md.contains("**Read with care:**\n\n- a smoke test\n"),
         "{md}"
     );
     // DT has several inference runs: single runs and ensemble apart. No
@@ -503,6 +508,7 @@ fn bad_run_directories_are_errors_naming_them() {
         note: None,
         labels: Vec::new(),
         force: false,
+        caveats: Vec::new(),
     };
     let err = format!("{:#}", run_compare(&args).unwrap_err());
     assert!(
