@@ -92,6 +92,8 @@
 //! # }
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod config;
 pub mod inference;
 pub mod model;

@@ -192,10 +192,12 @@ impl NoPropBackprop {
         )
     }
 
+    /// The configuration it was built from.
     pub fn config(&self) -> &BackpropConfig {
         &self.config
     }
 
+    /// The device its tensors live on.
     pub fn device(&self) -> &Device {
         &self.device
     }

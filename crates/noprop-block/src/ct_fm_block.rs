@@ -112,6 +112,7 @@ impl CtFmBlock {
         })
     }
 
+    /// The configuration it was built from.
     pub fn config(&self) -> &BlockConfig {
         &self.config
     }

@@ -64,6 +64,7 @@ const FUSION2_DIM: usize = 128;
 /// (row-major), at the `eval`-th evaluation time of
 /// [`evaluation_times`].
 pub trait LogitsField: Sync {
+    /// Writes `dz/dt` for evaluation `eval` into `out` `[rows, d]`, from `logits` `[rows, m]` and `z` `[rows, d]`.
     fn field(&self, eval: usize, logits: &[f32], z: &[f32], out: &mut [f32]);
 }
 

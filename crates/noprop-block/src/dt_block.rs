@@ -153,6 +153,7 @@ impl DtBlock {
         })
     }
 
+    /// The configuration it was built from.
     pub fn config(&self) -> &BlockConfig {
         &self.config
     }

@@ -68,6 +68,7 @@ pub struct Conv3x3 {
 }
 
 impl Conv3x3 {
+    /// Creates `weight` `[out_channels, in_channels, 3, 3]` and `bias` `[out_channels]` in `vb`, both uniform in ±1/sqrt(9 in_channels) (PyTorch's default).
     pub fn new(in_channels: usize, out_channels: usize, vb: VarBuilder) -> Result<Self> {
         let init = torch_uniform(9 * in_channels);
         let weight = vb.get_with_hints((out_channels, in_channels, 3, 3), "weight", init)?;
@@ -75,10 +76,12 @@ impl Conv3x3 {
         Ok(Self { weight, bias })
     }
 
+    /// The kernel, `[C_out, C_in, 3, 3]`.
     pub fn weight(&self) -> &Tensor {
         &self.weight
     }
 
+    /// The bias, `[C_out]`.
     pub fn bias(&self) -> &Tensor {
         &self.bias
     }

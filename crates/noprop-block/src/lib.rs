@@ -75,6 +75,8 @@
 //!   `1000 t`, since on raw t in [0, 1] most sinusoid features are nearly
 //!   constant.
 
+#![warn(missing_docs)]
+
 pub mod config;
 pub mod conv_branch;
 pub mod ct_fm_block;

@@ -14,7 +14,9 @@ use noprop_core::SeededRng;
 /// evaluates.
 #[derive(Debug)]
 pub enum Mode<'a> {
+    /// Training: dropout masks are drawn from this generator, BatchNorm uses batch statistics.
     Train(&'a mut SeededRng),
+    /// Evaluation: dropout is the identity, BatchNorm uses its running statistics.
     Eval,
 }
 

@@ -49,7 +49,10 @@ pub enum EmbeddingKind {
     /// W = I, fixed.
     OneHot,
     /// Learned, d = `dim`, orthogonal initialisation.
-    Learned { dim: usize },
+    Learned {
+        /// The embedding dimension d.
+        dim: usize,
+    },
     /// Learned, d = image size, initialised with class prototypes.
     Prototype,
 }
@@ -278,6 +281,7 @@ impl ClassEmbedding {
         self.neg_sq_distances(z)?.argmax(D::Minus1)
     }
 
+    /// The kind of embedding this is.
     pub fn kind(&self) -> EmbeddingKind {
         self.kind
     }
@@ -292,6 +296,7 @@ impl ClassEmbedding {
         self.weight.dims()[1]
     }
 
+    /// Whether W is trainable (learned or prototype), i.e. has a [`Var`].
     pub fn is_learned(&self) -> bool {
         self.var.is_some()
     }

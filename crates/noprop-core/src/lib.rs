@@ -56,6 +56,8 @@
 //!
 //! Invariant: this crate does no I/O (no files, no network, no printing).
 
+#![warn(missing_docs)]
+
 pub mod embedding;
 pub mod inference;
 pub mod kl;

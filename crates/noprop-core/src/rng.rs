@@ -77,6 +77,7 @@ impl SeededRng {
         Some(Self { inner })
     }
 
+    /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
         self.inner.next_u64()
     }

@@ -231,7 +231,9 @@ pub enum ModelInit<'a> {
     /// labels `[N]`) is required by prototype embeddings and ignored
     /// otherwise.
     Train {
+        /// Seed of the model's [`SeededRng`].
         seed: u64,
+        /// Normalised training images `[N, C, H, W]` and their labels `[N]`, for prototype embeddings.
         prototypes: Option<(&'a Tensor, &'a Tensor)>,
     },
     /// Right names and shapes for a checkpoint to be loaded into: no images
@@ -241,7 +243,10 @@ pub enum ModelInit<'a> {
     /// in all (the element count of the tensors to be loaded): a
     /// configuration read from a damaged file that asks for more is an
     /// error before anything is allocated.
-    ForLoadingAtMost { max_values: usize },
+    ForLoadingAtMost {
+        /// Most values (tensor elements) the model may create.
+        max_values: usize,
+    },
 }
 
 impl<'a> ModelInit<'a> {

@@ -17,8 +17,11 @@ use noprop_core::softmax_mix;
 /// The three terms of the loss, scalar tensors (differentiable).
 #[derive(Debug, Clone)]
 pub struct CtLoss {
+    /// The weighted denoising term, mean_b (eta / 2) w_b ||softmax(logits_b) W - u_{y_b}||^2.
     pub denoise: Tensor,
+    /// CE(head(z_1), y).
     pub ce: Tensor,
+    /// KL(q(z_0 | y) || N(0, I)).
     pub kl: Tensor,
 }
 

@@ -176,10 +176,12 @@ impl NoPropCt {
         })
     }
 
+    /// The configuration it was built from.
     pub fn config(&self) -> &CtConfig {
         &self.config
     }
 
+    /// The one denoising block shared by all times t.
     pub fn block(&self) -> &CtFmBlock {
         &self.block
     }
@@ -189,6 +191,7 @@ impl NoPropCt {
         &self.schedule
     }
 
+    /// The class embedding W `[m, d]`.
     pub fn embedding(&self) -> &ClassEmbedding {
         &self.embedding
     }

@@ -11,14 +11,19 @@ use std::path::PathBuf;
 pub enum DataError {
     /// None of the accepted file names exists.
     #[error("missing file: none of {} exists", display_paths(.candidates))]
-    MissingFile { candidates: Vec<PathBuf> },
+    MissingFile {
+        /// The paths tried, in order.
+        candidates: Vec<PathBuf>,
+    },
 
     /// The file exists but could not be read. (The I/O error is part of the
     /// message and not also a `source()`, so that error chains, as anyhow's
     /// `{:#}` prints them, do not say it twice.)
     #[error("{}: cannot read file: {cause}", .path.display())]
     Io {
+        /// The file that could not be read.
         path: PathBuf,
+        /// The underlying I/O error.
         cause: std::io::Error,
     },
 
@@ -26,34 +31,48 @@ pub enum DataError {
     /// the message, as for `Io`).
     #[error("{}: truncated or corrupt gzip stream: {cause}", .path.display())]
     Gzip {
+        /// The gzip file.
         path: PathBuf,
+        /// The decoder's error.
         cause: std::io::Error,
     },
 
     /// An IDX file starts with the wrong magic number.
     #[error("{}: wrong magic number 0x{found:08x}, expected 0x{expected:08x} ({what})", .path.display())]
     BadMagic {
+        /// The IDX file.
         path: PathBuf,
+        /// The magic number the file starts with.
         found: u32,
+        /// The magic number expected.
         expected: u32,
+        /// What kind of IDX file was expected (for example `IDX images, 3 dimensions`).
         what: &'static str,
     },
 
     /// The file is not as long as its header (or record size) says.
     #[error("{}: file is {actual} bytes long, expected {expected}", .path.display())]
     BadLength {
+        /// The file.
         path: PathBuf,
+        /// Its length in bytes.
         actual: usize,
+        /// The length in bytes its header (or record size) implies.
         expected: usize,
     },
 
     /// Images of the wrong height/width for the dataset.
     #[error("{}: images are {rows}x{cols}, expected {expected_rows}x{expected_cols}", .path.display())]
     BadImageSize {
+        /// The images file.
         path: PathBuf,
+        /// Image height found.
         rows: usize,
+        /// Image width found.
         cols: usize,
+        /// Image height the dataset expects.
         expected_rows: usize,
+        /// Image width the dataset expects.
         expected_cols: usize,
     },
 
@@ -64,9 +83,13 @@ pub enum DataError {
         .labels_path.display()
     )]
     CountMismatch {
+        /// The images file.
         images_path: PathBuf,
+        /// The labels file.
         labels_path: PathBuf,
+        /// Number of images in the images file.
         images: usize,
+        /// Number of labels in the labels file.
         labels: usize,
     },
 
@@ -76,23 +99,35 @@ pub enum DataError {
         .path.display()
     )]
     LabelOutOfRange {
+        /// The labels file.
         path: PathBuf,
+        /// Index of the offending item.
         index: usize,
+        /// The offending label.
         label: u32,
+        /// Number of classes in the dataset.
         num_classes: usize,
     },
 
     /// The file's SHA-256 is not the one its checksum list gives.
     #[error("{}: SHA-256 is {actual}, expected {expected}", .path.display())]
     ChecksumMismatch {
+        /// The file.
         path: PathBuf,
+        /// The expected SHA-256, lowercase hex.
         expected: String,
+        /// The SHA-256 of its contents, lowercase hex.
         actual: String,
     },
 
     /// Any other malformed content (short header, zero items, bad checksum list).
     #[error("{}: {message}", .path.display())]
-    BadFormat { path: PathBuf, message: String },
+    BadFormat {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
 
     /// A dataset name that [`crate::DatasetKind`] does not know.
     #[error(

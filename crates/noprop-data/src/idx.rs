@@ -39,6 +39,7 @@ pub struct IdxImages {
 /// Class labels read from an IDX file, each below the number of classes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdxLabels {
+    /// One label per item, in file order.
     pub labels: Vec<u8>,
 }
 

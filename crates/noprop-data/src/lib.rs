@@ -59,6 +59,8 @@
 //!   hub through `candle-datasets` (needs a network; off by default).
 //! - `cuda`, `cudnn`: forwarded to candle.
 
+#![warn(missing_docs)]
+
 pub mod batch;
 pub mod cifar;
 pub mod dataset;

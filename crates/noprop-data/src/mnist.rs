@@ -23,8 +23,11 @@ use crate::raw::{RawData, RawSplit};
 
 /// The four IDX files of an MNIST-family dataset, by base name (no `.gz`).
 pub const TRAIN_IMAGES: &str = "train-images-idx3-ubyte";
+/// Base name of the training labels file.
 pub const TRAIN_LABELS: &str = "train-labels-idx1-ubyte";
+/// Base name of the test images file.
 pub const TEST_IMAGES: &str = "t10k-images-idx3-ubyte";
+/// Base name of the test labels file.
 pub const TEST_LABELS: &str = "t10k-labels-idx1-ubyte";
 
 /// MNIST-family images are 28x28.

@@ -8,7 +8,9 @@
 /// One split as bytes: `pixels` is `[N, C, H, W]` row-major, `labels` is `[N]`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RawSplit {
+    /// Pixels `[N, C, H, W]`, row-major.
     pub pixels: Vec<u8>,
+    /// Labels `[N]`.
     pub labels: Vec<u8>,
 }
 
@@ -33,6 +35,8 @@ impl RawSplit {
 /// A dataset's train and test splits as bytes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RawData {
+    /// The training split.
     pub train: RawSplit,
+    /// The test split.
     pub test: RawSplit,
 }

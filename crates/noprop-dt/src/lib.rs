@@ -91,6 +91,8 @@
 //! # }
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod config;
 pub mod inference;
 pub mod loss;

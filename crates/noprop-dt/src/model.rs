@@ -179,10 +179,12 @@ impl NoPropDt {
         })
     }
 
+    /// The configuration it was built from.
     pub fn config(&self) -> &DtConfig {
         &self.config
     }
 
+    /// The device its tensors live on.
     pub fn device(&self) -> &Device {
         &self.device
     }

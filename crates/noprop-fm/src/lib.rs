@@ -47,6 +47,8 @@
 //!
 //! [`Variant::predict_runs`]: noprop_core::Variant::predict_runs
 
+#![warn(missing_docs)]
+
 pub mod config;
 pub mod model;
 pub mod names;

@@ -108,14 +108,17 @@ impl NoPropFm {
         })
     }
 
+    /// The configuration it was built from.
     pub fn config(&self) -> &FmConfig {
         &self.config
     }
 
+    /// The block that predicts the vector field.
     pub fn block(&self) -> &CtFmBlock {
         &self.block
     }
 
+    /// The class embedding W `[m, d]`.
     pub fn embedding(&self) -> &ClassEmbedding {
         &self.embedding
     }

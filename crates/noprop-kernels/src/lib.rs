@@ -60,6 +60,8 @@
 //! ([`set_kernel_backend`], or `NOPROP_KERNELS=fast|candle`); [`fast`] and
 //! [`reference`](mod@reference) name one implementation explicitly.
 
+#![warn(missing_docs)]
+
 mod allocator;
 mod backend;
 mod conv;

@@ -37,8 +37,11 @@ use serde::{Deserialize, Serialize};
 pub struct AdamConfig {
     /// Default learning rate of a group.
     pub lr: f64,
+    /// Exponential decay rate of the first-moment estimate (PyTorch `betas[0]`).
     pub beta1: f64,
+    /// Exponential decay rate of the second-moment estimate (PyTorch `betas[1]`).
     pub beta2: f64,
+    /// Term added to the denominator for numerical stability.
     pub eps: f64,
     /// Default weight decay of a group.
     pub weight_decay: f64,
@@ -99,8 +102,11 @@ impl AdamConfig {
 /// [`AdamConfig`] value.
 #[derive(Debug, Clone)]
 pub struct ParamGroup {
+    /// The group's variables with their names.
     pub params: Vec<(String, Var)>,
+    /// The group's learning rate (`None`: [`AdamConfig::lr`]).
     pub lr: Option<f64>,
+    /// The group's weight decay (`None`: [`AdamConfig::weight_decay`]).
     pub weight_decay: Option<f64>,
 }
 
@@ -114,11 +120,13 @@ impl ParamGroup {
         }
     }
 
+    /// Sets the group's own learning rate.
     pub fn with_lr(mut self, lr: f64) -> Self {
         self.lr = Some(lr);
         self
     }
 
+    /// Sets the group's own weight decay.
     pub fn with_weight_decay(mut self, weight_decay: f64) -> Self {
         self.weight_decay = Some(weight_decay);
         self
@@ -197,6 +205,7 @@ impl Adam {
         Self::new(vec![ParamGroup::new(params)], config)
     }
 
+    /// The hyperparameters the optimiser was built with.
     pub fn config(&self) -> &AdamConfig {
         &self.config
     }

@@ -79,21 +79,32 @@ impl Default for CosineScheduleConfig {
 /// The coefficients of q(z_t | z_{t-1}, y) = N(a u_y + b z_{t-1}, c I).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct PosteriorCoeffs {
+    /// Coefficient a of the clean label u_y.
     pub a: f64,
+    /// Coefficient b of the previous latent z_{t-1}.
     pub b: f64,
+    /// Variance c of the added noise.
     pub c: f64,
 }
 
 /// One row of [`CosineSchedule::table`]; the step quantities are `None` at t = 0.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ScheduleRow {
+    /// Step (latent) index, 0..=T.
     pub t: usize,
+    /// alpha_bar_t.
     pub alpha_bar: f64,
+    /// alpha_t (see [`CosineSchedule::alpha`]).
     pub alpha: f64,
+    /// SNR(t) = alpha_bar_t / (1 - alpha_bar_t).
     pub snr: f64,
+    /// SNR(t) - SNR(t-1); `None` at t = 0.
     pub snr_delta: Option<f64>,
+    /// Posterior coefficient a_t (Eq. 3); `None` at t = 0.
     pub a: Option<f64>,
+    /// Posterior coefficient b_t (Eq. 3); `None` at t = 0.
     pub b: Option<f64>,
+    /// Posterior variance c_t (Eq. 3); `None` at t = 0.
     pub c: Option<f64>,
 }
 
@@ -165,6 +176,7 @@ impl CosineSchedule {
         })
     }
 
+    /// The configuration it was built from.
     pub fn config(&self) -> &CosineScheduleConfig {
         &self.config
     }

@@ -183,14 +183,17 @@ impl LearnedSchedule {
         })
     }
 
+    /// The configuration it was built from.
     pub fn config(&self) -> &LearnedScheduleConfig {
         &self.config
     }
 
+    /// The dtype of its parameters.
     pub fn dtype(&self) -> DType {
         self.gamma_0.dtype()
     }
 
+    /// The device its parameters live on.
     pub fn device(&self) -> &Device {
         self.gamma_0.device()
     }
