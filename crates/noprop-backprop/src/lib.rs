@@ -103,3 +103,13 @@ pub mod variant;
 pub use config::{BackpropConfig, BlockOutput};
 pub use model::NoPropBackprop;
 pub use names::{block_prefix, HEAD_PREFIX, MIX_WEIGHT, OPTIM_PREFIX};
+
+// What a user of this crate alone needs to build, train and run a
+// model: `noprop-backprop` as the only dependency is enough.
+pub use candle_core;
+pub use candle_core::{DType, Device, Tensor};
+pub use noprop_core::inference::{evaluate, predict_proba, predict_runs};
+pub use noprop_core::{
+    EmbeddingKind, InferenceOptions, InferenceSettings, ModelInit, ModelSpec, OdeSolver,
+    RunAccuracy, SeededRng, StepReport, Variant, VariantConfig,
+};

@@ -68,3 +68,13 @@ mod variant;
 pub use config::{CtConfig, TimeSampling};
 pub use loss::CtLoss;
 pub use model::NoPropCt;
+
+// What a user of this crate alone needs to build, train and run a
+// model: `noprop-ct` as the only dependency is enough.
+pub use candle_core;
+pub use candle_core::{DType, Device, Tensor};
+pub use noprop_core::inference::{evaluate, predict_proba, predict_runs};
+pub use noprop_core::{
+    EmbeddingKind, InferenceOptions, InferenceSettings, ModelInit, ModelSpec, OdeSolver,
+    RunAccuracy, SeededRng, StepReport, Variant, VariantConfig,
+};

@@ -105,3 +105,13 @@ pub use config::{DtConfig, SharedOptimizer, TrainingOrder};
 pub use loss::BlockLoss;
 pub use model::NoPropDt;
 pub use names::{block_prefix, HEAD_PREFIX, OPTIM_PREFIX};
+
+// What a user of this crate alone needs to build, train and run a
+// model: `noprop-dt` as the only dependency is enough.
+pub use candle_core;
+pub use candle_core::{DType, Device, Tensor};
+pub use noprop_core::inference::{evaluate, predict_proba, predict_runs};
+pub use noprop_core::{
+    EmbeddingKind, InferenceOptions, InferenceSettings, ModelInit, ModelSpec, OdeSolver,
+    RunAccuracy, SeededRng, StepReport, Variant, VariantConfig,
+};

@@ -24,11 +24,13 @@
 //! W only); optimizer state `optim.<variable>.{exp_avg,exp_avg_sq,step}`.
 //!
 //! ```no_run
-//! use candle_core::{Device, Tensor};
-//! use noprop_core::{inference, InferenceOptions, InferenceSettings, ModelSpec, SeededRng, Variant};
-//! use noprop_fm::{FmConfig, NoPropFm};
+//! // noprop-fm re-exports what this needs: no other dependency.
+//! use noprop_fm::{
+//!     predict_proba, Device, FmConfig, InferenceOptions, InferenceSettings, ModelSpec, NoPropFm,
+//!     SeededRng, Tensor, Variant,
+//! };
 //!
-//! # fn main() -> candle_core::Result<()> {
+//! # fn main() -> noprop_fm::candle_core::Result<()> {
 //! let device = Device::Cpu;
 //! let mut model = NoPropFm::new(FmConfig::default(), ModelSpec::mnist(), None, 0, &device)?;
 //! let mut rng = SeededRng::new(1);
@@ -38,7 +40,7 @@
 //! println!("loss {}", report.loss);
 //! let options = InferenceOptions { steps: Some(100), ..Default::default() };
 //! let settings = InferenceSettings::new(options);
-//! let probs = inference::predict_proba(&model, &images, &settings, &mut rng)?; // [8, 10]
+//! let probs = predict_proba(&model, &images, &settings, &mut rng)?; // [8, 10]
 //! let classes = probs.argmax(1)?; // [8] u32
 //! # let _ = classes;
 //! # Ok(())
@@ -56,3 +58,13 @@ mod variant;
 
 pub use config::FmConfig;
 pub use model::NoPropFm;
+
+// What a user of this crate alone needs to build, train and run a
+// model: `noprop-fm` as the only dependency is enough.
+pub use candle_core;
+pub use candle_core::{DType, Device, Tensor};
+pub use noprop_core::inference::{evaluate, predict_proba, predict_runs};
+pub use noprop_core::{
+    EmbeddingKind, InferenceOptions, InferenceSettings, ModelInit, ModelSpec, OdeSolver,
+    RunAccuracy, SeededRng, StepReport, Variant, VariantConfig,
+};
