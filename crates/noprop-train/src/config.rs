@@ -286,13 +286,17 @@ impl RunConfig {
 
     /// Parses a resolved configuration (a run directory's `config.toml`).
     pub fn from_toml_file(path: &Path, resolver: &dyn SectionResolver) -> Result<Self> {
-        let table = read_table(path)?;
-        let config: RunConfig = Value::Table(table)
-            .try_into()
-            .with_context(|| format!("invalid configuration in {}", path.display()))?;
-        config
-            .resolve(resolver)
+        let text = fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        Self::from_toml_str(&text, resolver)
             .with_context(|| format!("invalid configuration in {}", path.display()))
+    }
+
+    /// [`RunConfig::from_toml_file`] of the file's text.
+    pub fn from_toml_str(text: &str, resolver: &dyn SectionResolver) -> Result<Self> {
+        let table = text.parse::<Table>().context("not valid TOML")?;
+        let config: RunConfig = Value::Table(table).try_into()?;
+        config.resolve(resolver)
     }
 
     /// Parses the configuration stored as JSON in a checkpoint.
@@ -561,6 +565,34 @@ mod tests {
         };
         crate::testing::fuzz_mutants(23, 1000, &valid, mutate, |bytes| {
             RunConfig::from_json(&String::from_utf8_lossy(bytes), &sections)
+        });
+    }
+
+    #[test]
+    fn mutated_toml_configurations_parse_or_fail_cleanly() {
+        // What `--resume` reads: a run's config.toml, edited or damaged.
+        let sections = crate::registry::Sections;
+        let mut valid = RunConfig::load(
+            None,
+            &[Override::parse_set("variant=\"ct\"").unwrap()],
+            &sections,
+        )
+        .unwrap();
+        valid.epochs = 3;
+        let valid = valid.to_toml().unwrap().into_bytes();
+        let toml_bytes = b"[]=\"'.,{}#\n 0123456789e-+_tfnai";
+        let mutate = |bytes: &mut Vec<u8>, rng: &mut crate::testing::Below| {
+            let i = rng.below(bytes.len());
+            match rng.below(3) {
+                0 => bytes[i] = toml_bytes[rng.below(toml_bytes.len())],
+                1 => {
+                    bytes.remove(i);
+                }
+                _ => bytes.insert(i, b'9'),
+            }
+        };
+        crate::testing::fuzz_mutants(29, 1000, &valid, mutate, |bytes| {
+            RunConfig::from_toml_str(&String::from_utf8_lossy(bytes), &sections)
         });
     }
 
