@@ -169,18 +169,18 @@ pub struct RunAccuracy {
 impl RunAccuracy {
     /// Scores each run's probabilities and their ensemble against `labels`.
     pub fn score(per_run: &[Tensor], labels: &Tensor) -> candle_core::Result<Self> {
-        let correct_per_run = per_run
-            .iter()
-            .map(|p| count_correct(p, labels))
-            .collect::<candle_core::Result<Vec<_>>>()?;
         let classes = match per_run.first() {
             Some(p) => p.dim(1)?,
             None => 0,
         };
         let truth = labels.to_dtype(DType::U32)?.to_vec1::<u32>()?;
+        // One argmax per run gives both its correct count and its share of
+        // the confusion matrix.
         let mut confusion = vec![vec![0u64; classes]; classes];
+        let mut correct_per_run = Vec::with_capacity(per_run.len());
         for p in per_run {
             let predicted = p.argmax(1)?.to_vec1::<u32>()?;
+            let mut correct = 0u64;
             for (&label, &guess) in truth.iter().zip(&predicted) {
                 let row = confusion.get_mut(label as usize).ok_or_else(|| {
                     candle_core::Error::Msg(format!(
@@ -188,7 +188,9 @@ impl RunAccuracy {
                     ))
                 })?;
                 row[guess as usize] += 1;
+                correct += u64::from(label == guess);
             }
+            correct_per_run.push(correct);
         }
         Ok(Self {
             correct_per_run,
