@@ -71,19 +71,23 @@ pub struct TrainerState {
 pub const EPOCH_EVAL_STEPS: usize = 100;
 
 /// The per-epoch evaluation's settings: `[eval]`, with unset ODE steps
-/// bounded by [`EPOCH_EVAL_STEPS`].
-fn epoch_eval_settings(config: &RunConfig, model: &dyn Variant) -> Result<InferenceSettings> {
+/// bounded by [`EPOCH_EVAL_STEPS`]; and those settings resolved over the
+/// model's defaults, as the metrics line records them.
+fn epoch_eval_settings(
+    config: &RunConfig,
+    variant: &str,
+    variant_config: &serde_json::Value,
+) -> (InferenceSettings, crate::eval::UsedSettings) {
     let mut settings = config.eval.settings();
+    let mut used = crate::eval::UsedSettings::new(variant, &settings, variant_config);
     if settings.options.steps.is_none() {
-        let model_steps = model
-            .config_json()?
-            .get("inference_steps")
-            .and_then(|v| v.as_u64());
-        if let Some(steps) = model_steps {
-            settings.options.steps = Some((steps as usize).min(EPOCH_EVAL_STEPS));
+        // The model's own default (None without an ODE), bounded.
+        if let Some(steps) = used.steps.map(|s| s.min(EPOCH_EVAL_STEPS)) {
+            settings.options.steps = Some(steps);
+            used.steps = Some(steps);
         }
     }
-    Ok(settings)
+    (settings, used)
 }
 
 impl TrainerState {
@@ -392,49 +396,31 @@ impl Trainer<'_> {
         lr_factor: f64,
     ) -> Result<Option<EpochMetrics>> {
         let config = self.config;
-        let settings = epoch_eval_settings(config, model)?;
+        let variant_config = model.config_json()?;
+        let (settings, used) = epoch_eval_settings(config, model.name(), &variant_config);
         let epoch = state.epochs_done + 1;
         let mut metrics = EpochMetrics::from_totals(epoch, state.step, &state.totals);
-        let mut eval_seconds = 0.0;
-        if let Some(validation) = self.data.validation {
-            progress.start_eval("validation", validation.len());
+        // Each split from the same evaluation stream; None on a stop request.
+        let evaluate_split = |name: &str, split: &Split| {
+            progress.start_eval(name, split.len());
             let mut rng = SeededRng::new(config.seed).fork(EVAL_STREAM);
             let stop = || self.stop_requested();
-            let Some(evaluation) = evaluate_unless_stopped(
-                model,
-                validation,
-                &settings,
-                &mut rng,
-                Some(progress),
-                &stop,
-            )?
-            else {
+            evaluate_unless_stopped(model, split, &settings, &mut rng, Some(progress), &stop)
+        };
+        let mut eval_seconds = 0.0;
+        if let Some(validation) = self.data.validation {
+            let Some(evaluation) = evaluate_split("validation", validation)? else {
                 return Ok(None);
             };
             metrics.validation_accuracy = Some(evaluation.fraction());
             eval_seconds += evaluation.seconds;
         }
-        progress.start_eval("test", self.data.test.len());
-        let mut rng = SeededRng::new(config.seed).fork(EVAL_STREAM);
-        let stop = || self.stop_requested();
-        let Some(evaluation) = evaluate_unless_stopped(
-            model,
-            self.data.test,
-            &settings,
-            &mut rng,
-            Some(progress),
-            &stop,
-        )?
-        else {
+        let Some(evaluation) = evaluate_split("test", self.data.test)? else {
             return Ok(None);
         };
         metrics.test_accuracy = evaluation.fraction();
         metrics.test_images = Some(evaluation.accuracy.total);
-        metrics.eval_settings = Some(crate::eval::UsedSettings::new(
-            model.name(),
-            &settings,
-            &model.config_json()?,
-        ));
+        metrics.eval_settings = Some(used);
         if settings.runs > 1 {
             metrics.test_run_accuracies = Some(evaluation.accuracy.per_run());
             metrics.test_ensemble_accuracy = Some(evaluation.accuracy.ensemble());
@@ -442,8 +428,7 @@ impl Trainer<'_> {
         eval_seconds += evaluation.seconds;
         metrics.eval_seconds = eval_seconds;
         // The configured rate times the schedule's factor of the last step.
-        metrics.learning_rate = model
-            .config_json()?
+        metrics.learning_rate = variant_config
             .get("lr")
             .and_then(|v| v.as_f64())
             .map(|lr| lr * lr_factor);
