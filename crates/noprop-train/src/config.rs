@@ -467,6 +467,27 @@ impl RunConfig {
     }
 }
 
+/// The keys (dotted paths, sorted) whose values are not the same in every
+/// one of `configs`, with each configuration's value (None: unset).
+pub fn differing_keys(
+    configs: &[&RunConfig],
+) -> Result<Vec<(String, Vec<Option<serde_json::Value>>)>> {
+    let flat = configs
+        .iter()
+        .map(|config| config.flat_values())
+        .collect::<Result<Vec<_>>>()?;
+    let keys: std::collections::BTreeSet<&String> = flat.iter().flat_map(|f| f.keys()).collect();
+    Ok(keys
+        .into_iter()
+        .filter_map(|key| {
+            let values: Vec<Option<serde_json::Value>> =
+                flat.iter().map(|f| f.get(key).cloned()).collect();
+            let differ = values.iter().any(|v| *v != values[0]);
+            differ.then(|| (key.clone(), values))
+        })
+        .collect())
+}
+
 /// The leaves of a JSON object under their dotted paths.
 fn flatten_into(
     prefix: String,

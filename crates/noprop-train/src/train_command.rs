@@ -292,15 +292,14 @@ fn configuration_differences(
     current: &RunConfig,
     stored: &RunConfig,
 ) -> Result<Vec<(String, String, String)>> {
-    let (current, stored) = (current.flat_values()?, stored.flat_values()?);
-    let keys: std::collections::BTreeSet<&String> = current.keys().chain(stored.keys()).collect();
-    let show =
-        |v: Option<&serde_json::Value>| v.map_or_else(|| "unset".to_string(), |v| v.to_string());
-    Ok(keys
+    let show = |v: &Option<serde_json::Value>| {
+        v.as_ref()
+            .map_or_else(|| "unset".to_string(), |v| v.to_string())
+    };
+    Ok(crate::config::differing_keys(&[current, stored])?
         .into_iter()
-        .filter(|key| !RESUMABLE_KEYS.contains(&key.as_str()))
-        .filter(|key| current.get(*key) != stored.get(*key))
-        .map(|key| (key.clone(), show(current.get(key)), show(stored.get(key))))
+        .filter(|(key, _)| !RESUMABLE_KEYS.contains(&key.as_str()))
+        .map(|(key, values)| (key, show(&values[0]), show(&values[1])))
         .collect())
 }
 

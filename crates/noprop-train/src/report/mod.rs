@@ -233,22 +233,10 @@ fn name_runs(rows: &mut [RunRow], runs: &[RunData], labels: &[String]) -> Result
 
 /// The configuration keys whose values are not the same in every run.
 fn differing_keys(runs: &[RunData]) -> Result<Vec<DifferingKey>> {
-    let flat = runs
-        .iter()
-        .map(|run| run.config.flat_values())
-        .collect::<Result<Vec<_>>>()?;
-    let keys: std::collections::BTreeSet<&String> = flat.iter().flat_map(|f| f.keys()).collect();
-    Ok(keys
+    let configs: Vec<&crate::config::RunConfig> = runs.iter().map(|run| &run.config).collect();
+    Ok(crate::config::differing_keys(&configs)?
         .into_iter()
-        .filter_map(|key| {
-            let values: Vec<Option<serde_json::Value>> =
-                flat.iter().map(|f| f.get(key).cloned()).collect();
-            let differ = values.iter().any(|v| *v != values[0]);
-            differ.then(|| DifferingKey {
-                key: key.clone(),
-                values,
-            })
-        })
+        .map(|(key, values)| DifferingKey { key, values })
         .collect())
 }
 
