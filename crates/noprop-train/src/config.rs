@@ -562,59 +562,61 @@ mod tests {
     /// Mutated run configurations (as a checkpoint stores them: JSON with
     /// every section of the real variants) parse or fail with an error,
     /// never a panic; both outcomes occur.
-    #[test]
-    fn mutated_configurations_parse_or_fail_cleanly() {
-        let sections = crate::registry::Sections;
+    /// Mutants of a resolved `variant` configuration written by `write`,
+    /// each byte replaced from `alphabet`, removed, or a digit inserted,
+    /// parsed by `parse` ([`crate::testing::fuzz_mutants`]).
+    fn fuzz_configuration(
+        seed: u64,
+        variant: &str,
+        alphabet: &[u8],
+        write: impl Fn(&RunConfig) -> Result<String>,
+        parse: impl Fn(&str) -> Result<RunConfig>,
+    ) {
         let mut valid = RunConfig::load(
             None,
-            &[Override::parse_set("variant=\"fm\"").unwrap()],
-            &sections,
+            &[Override::flag("--variant", &["variant"], variant)],
+            &crate::registry::Sections,
         )
         .unwrap();
         valid.epochs = 3;
-        let valid = valid.to_json().unwrap().into_bytes();
-        let json = b"{}[]\":,0123456789e-.tfn";
+        let valid = write(&valid).unwrap().into_bytes();
         let mutate = |bytes: &mut Vec<u8>, rng: &mut crate::testing::Below| {
             let i = rng.below(bytes.len());
             match rng.below(3) {
-                0 => bytes[i] = json[rng.below(json.len())],
+                0 => bytes[i] = alphabet[rng.below(alphabet.len())],
                 1 => {
                     bytes.remove(i);
                 }
                 _ => bytes.insert(i, b'9'),
             }
         };
-        crate::testing::fuzz_mutants(23, 1000, &valid, mutate, |bytes| {
-            RunConfig::from_json(&String::from_utf8_lossy(bytes), &sections)
+        crate::testing::fuzz_mutants(seed, 1000, &valid, mutate, |bytes| {
+            parse(&String::from_utf8_lossy(bytes))
         });
+    }
+
+    #[test]
+    fn mutated_configurations_parse_or_fail_cleanly() {
+        // The configuration a checkpoint stores, as JSON.
+        fuzz_configuration(
+            23,
+            "fm",
+            b"{}[]\":,0123456789e-.tfn",
+            RunConfig::to_json,
+            |text| RunConfig::from_json(text, &crate::registry::Sections),
+        );
     }
 
     #[test]
     fn mutated_toml_configurations_parse_or_fail_cleanly() {
         // What `--resume` reads: a run's config.toml, edited or damaged.
-        let sections = crate::registry::Sections;
-        let mut valid = RunConfig::load(
-            None,
-            &[Override::parse_set("variant=\"ct\"").unwrap()],
-            &sections,
-        )
-        .unwrap();
-        valid.epochs = 3;
-        let valid = valid.to_toml().unwrap().into_bytes();
-        let toml_bytes = b"[]=\"'.,{}#\n 0123456789e-+_tfnai";
-        let mutate = |bytes: &mut Vec<u8>, rng: &mut crate::testing::Below| {
-            let i = rng.below(bytes.len());
-            match rng.below(3) {
-                0 => bytes[i] = toml_bytes[rng.below(toml_bytes.len())],
-                1 => {
-                    bytes.remove(i);
-                }
-                _ => bytes.insert(i, b'9'),
-            }
-        };
-        crate::testing::fuzz_mutants(29, 1000, &valid, mutate, |bytes| {
-            RunConfig::from_toml_str(&String::from_utf8_lossy(bytes), &sections)
-        });
+        fuzz_configuration(
+            29,
+            "ct",
+            b"[]=\"'.,{}#\n 0123456789e-+_tfnai",
+            RunConfig::to_toml,
+            |text| RunConfig::from_toml_str(text, &crate::registry::Sections),
+        );
     }
 
     #[test]

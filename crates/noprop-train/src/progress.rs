@@ -36,14 +36,21 @@ struct LogLines {
 }
 
 impl LogLines {
+    /// Now, when a line is due (`every` since the last one), which it
+    /// records; else None.
+    fn due(&self) -> Option<Instant> {
+        let now = Instant::now();
+        if now.duration_since(self.last.get()) < self.every {
+            return None;
+        }
+        self.last.set(now);
+        Some(now)
+    }
+
     fn batch(&self, loss: f64, images: usize) {
         self.done.set(self.done.get() + 1);
         self.images.set(self.images.get() + images);
-        let now = Instant::now();
-        if now.duration_since(self.last.get()) < self.every {
-            return;
-        }
-        self.last.set(now);
+        let Some(now) = self.due() else { return };
         let seconds = now.duration_since(self.started.get()).as_secs_f64();
         let done_here = self.done.get();
         let rate = self.images.get() as f64 / seconds.max(1e-9);
@@ -79,11 +86,7 @@ impl LogLines {
 
     fn eval_images(&self, n: usize) {
         self.eval_done.set(self.eval_done.get() + n);
-        let now = Instant::now();
-        if now.duration_since(self.last.get()) < self.every {
-            return;
-        }
-        self.last.set(now);
+        let Some(now) = self.due() else { return };
         let seconds = now.duration_since(self.eval_started.get()).as_secs_f64();
         let (done, total) = (self.eval_done.get(), self.eval_total.get());
         let rate = done as f64 / seconds.max(1e-9);

@@ -629,14 +629,20 @@ mod tests {
             .unwrap()
             .is_empty());
 
-        current.batch_size = 7;
-        current
-            .sections
-            .get_mut("fm")
-            .and_then(|fm| fm.as_table_mut())
-            .unwrap()
-            .insert("lr".into(), toml::Value::Float(0.5));
-        current.data.train_limit = Some(100);
+        let mut current = RunConfig::load(
+            None,
+            &[
+                Override::flag("--variant", &["variant"], "fm"),
+                Override::parse_set("fm.lr=0.5").unwrap(),
+                Override::parse_set("batch_size=7").unwrap(),
+                Override::parse_set("data.train_limit=100").unwrap(),
+            ],
+            &Sections,
+        )
+        .unwrap();
+        current.epochs += 5;
+        current.device = crate::device::DeviceChoice::Cuda;
+        current.data.dir = Some("/elsewhere".into());
         let differences = configuration_differences(&current, &stored).unwrap();
         let keys: Vec<&str> = differences.iter().map(|(k, _, _)| k.as_str()).collect();
         assert_eq!(keys, ["batch_size", "data.train_limit", "fm.lr"]);

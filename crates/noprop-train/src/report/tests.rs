@@ -549,16 +549,18 @@ fn a_sweep_names_and_colours_each_run_and_lists_what_differs() {
     let base = write_run(tmp.path(), "fm", &[0.9, 0.95]);
     let other = tmp.path().join("fm-lr3");
     std::fs::create_dir_all(&other).unwrap();
-    let mut config = run_config("fm");
+    let mut config = RunConfig::load(
+        None,
+        &[
+            Override::flag("--variant", &["variant"], "fm"),
+            Override::parse_set("fm.lr=0.003").unwrap(),
+            Override::parse_set("data.test_limit=2000").unwrap(),
+        ],
+        &Sections,
+    )
+    .unwrap();
     config.epochs = 2;
     config.data.train_limit = Some(6000);
-    config.data.test_limit = Some(2000);
-    config
-        .sections
-        .get_mut("fm")
-        .and_then(|s| s.as_table_mut())
-        .unwrap()
-        .insert("lr".into(), toml::Value::Float(0.003));
     write_config(&other, &config);
     write_metrics(&other, &[0.8, 0.85]);
     let runs = [
