@@ -6,6 +6,7 @@
 
 pub use noprop_backprop as backprop;
 pub use noprop_block as block;
+pub use noprop_checkpoint as checkpoint;
 pub use noprop_core as core;
 pub use noprop_ct as ct;
 pub use noprop_data as data;

@@ -106,9 +106,18 @@ fn the_crates_are_layered_as_architecture_md_says() {
         "{:?}",
         of("noprop-block")
     );
-    // Variants: core and the blocks only (never another variant, the data
-    // crate or the trainer).
-    let allowed: BTreeSet<String> = ["noprop-core", "noprop-block"].map(String::from).into();
+    // The checkpoint format: core only.
+    let allowed: BTreeSet<String> = ["noprop-core"].map(String::from).into();
+    assert!(
+        of("noprop-checkpoint").is_subset(&allowed),
+        "{:?}",
+        of("noprop-checkpoint")
+    );
+    // Variants: core, the blocks and the checkpoint format only (never
+    // another variant, the data crate or the trainer).
+    let allowed: BTreeSet<String> = ["noprop-core", "noprop-block", "noprop-checkpoint"]
+        .map(String::from)
+        .into();
     for v in &variants {
         assert!(of(v).is_subset(&allowed), "{v} depends on {:?}", of(v));
     }

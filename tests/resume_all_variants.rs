@@ -17,9 +17,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use candle_core::Device;
+use noprop::checkpoint::Checkpoint;
 use noprop::core::ModelSpec;
 use noprop::data::{Dataset, DatasetConfig, DatasetKind};
-use noprop::train::checkpoint::Checkpoint;
 use noprop::train::config::RunConfig;
 use noprop::train::model::{build_blank, build_fresh};
 use noprop::train::overrides::Override;

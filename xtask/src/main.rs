@@ -8,6 +8,7 @@ mod cuda;
 mod memory;
 mod process;
 mod reproduce;
+mod standalone;
 // The workspace's one median, shared as source: depending on noprop-core
 // would build candle for every `cargo xtask`.
 #[path = "../../crates/noprop-core/src/stats.rs"]
@@ -43,6 +44,8 @@ enum Task {
     Bench(bench::BenchArgs),
     /// Training memory of NoProp-DT for several T, and against the backprop baseline.
     Memory(memory::MemoryArgs),
+    /// The variant crates used alone (tests/standalone) agree with `noprop`.
+    Standalone(standalone::StandaloneArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -66,6 +69,7 @@ fn run(cli: Cli) -> Result<()> {
         Task::GpuCheck(args) => cuda::gpu_check::run(&args),
         Task::Bench(args) => bench::run(&args),
         Task::Memory(args) => memory::run(&args),
+        Task::Standalone(args) => standalone::run(&args),
     }
 }
 

@@ -91,9 +91,23 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! ## Using a trained model
+//!
+//! [`NoPropBackprop::from_checkpoint`] loads a checkpoint that `noprop train` wrote
+//! (or `noprop export`, or [`NoPropBackprop::save`]): the model is rebuilt from the
+//! file's own metadata, so this crate alone is enough. [`ModelCard`] says
+//! how its inputs are normalised ([`ModelCard::normalize`] turns u8 pixels
+//! into the model's inputs exactly as in training). The crate's example
+//! `predict_from_checkpoint`:
+//!
+//! ```no_run
+#![doc = include_str!("../examples/predict_from_checkpoint.rs")]
+//! ```
 
 #![warn(missing_docs)]
 
+pub mod checkpoint;
 pub mod config;
 pub mod inference;
 pub mod model;
@@ -108,6 +122,7 @@ pub use names::{block_prefix, HEAD_PREFIX, MIX_WEIGHT, OPTIM_PREFIX};
 // model: `noprop-backprop` as the only dependency is enough.
 pub use candle_core;
 pub use candle_core::{DType, Device, Tensor};
+pub use noprop_checkpoint::ModelCard;
 pub use noprop_core::inference::{evaluate, predict_proba, predict_runs};
 pub use noprop_core::{
     EmbeddingKind, InferenceOptions, InferenceSettings, ModelInit, ModelSpec, OdeSolver,

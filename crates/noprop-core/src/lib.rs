@@ -69,6 +69,9 @@ pub mod params;
 pub mod rng;
 pub mod schedule;
 pub mod stats;
+#[cfg(any(test, feature = "testing"))]
+#[doc(hidden)]
+pub mod testing;
 pub mod time_embedding;
 pub mod variant;
 

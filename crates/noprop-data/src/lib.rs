@@ -15,8 +15,10 @@
 //!   [`Split`]s. Images are f32 `[N, C, H, W]` normalised per channel,
 //!   `x = (pixel / 255 - mean[c]) / std[c]`; labels are u32 `[N]`.
 //!   MNIST with no `data_dir` is the copy embedded in the binary (feature
-//!   `embedded-mnist`, default), SHA-256 verified, so it works on a fresh
-//!   machine from any directory; everything else is read from `data_dir`.
+//!   `embedded-mnist`, which the `noprop` binary turns on), SHA-256
+//!   verified, so it works on a fresh machine from any directory; without
+//!   the feature, the repository's `data/mnist/`; everything else is read
+//!   from `data_dir`.
 //! - [`Split::batches`]: `(images [b, C, H, W], labels [b])` batches, in
 //!   stored order or shuffled by [`permutation`]`(N, seed, epoch)`, which is
 //!   the same for the same seed and epoch on any thread count or device.
@@ -52,9 +54,14 @@
 //!
 //! ## Features
 //!
-//! - `embedded-mnist` (default): compile the four MNIST `.gz` files (11 MB)
-//!   into the binary. Without it, MNIST without `data_dir` is read from the
-//!   repository's `data/mnist/` if that still exists.
+//! - `embedded-mnist` (off by default; the `noprop` binary turns it on):
+//!   compile the four MNIST `.gz` files (11 MB) of the repository's
+//!   `data/mnist/` into the binary. Without it, MNIST without `data_dir` is
+//!   read from the repository's `data/mnist/` if that still exists. The
+//!   files are not part of this crate's package (crates.io takes at most
+//!   10 MB per crate), so the feature works in a build from the repository
+//!   only; a crate from crates.io reads MNIST from a directory (`data_dir`)
+//!   or, with `hub`, downloads it.
 //! - `hub`: `hub::load` fetches MNIST or Fashion-MNIST from the Hugging Face
 //!   hub through `candle-datasets` (needs a network; off by default).
 //! - `cuda`, `cudnn`: forwarded to candle.

@@ -8,7 +8,7 @@
 //! `t10k-images-idx3-ubyte`, `t10k-labels-idx1-ubyte`. When the directory has
 //! a `SHA256SUMS` listing a file, the file is verified against it.
 //!
-//! The embedded MNIST (feature `embedded-mnist`, on by default) is the four
+//! The embedded MNIST (feature `embedded-mnist`; the `noprop` binary turns it on) is the four
 //! `.gz` files of the repository's `data/mnist/`, compiled into the binary
 //! with `include_bytes!` so that training works on a fresh machine from any
 //! working directory. Their SHA-256 sums (`data/mnist/SHA256SUMS`, compiled in

@@ -90,9 +90,23 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! ## Using a trained model
+//!
+//! [`NoPropDt::from_checkpoint`] loads a checkpoint that `noprop train` wrote
+//! (or `noprop export`, or [`NoPropDt::save`]): the model is rebuilt from the
+//! file's own metadata, so this crate alone is enough. [`ModelCard`] says
+//! how its inputs are normalised ([`ModelCard::normalize`] turns u8 pixels
+//! into the model's inputs exactly as in training). The crate's example
+//! `predict_from_checkpoint`:
+//!
+//! ```no_run
+#![doc = include_str!("../examples/predict_from_checkpoint.rs")]
+//! ```
 
 #![warn(missing_docs)]
 
+pub mod checkpoint;
 pub mod config;
 pub mod inference;
 pub mod loss;
@@ -110,6 +124,7 @@ pub use names::{block_prefix, HEAD_PREFIX, OPTIM_PREFIX};
 // model: `noprop-dt` as the only dependency is enough.
 pub use candle_core;
 pub use candle_core::{DType, Device, Tensor};
+pub use noprop_checkpoint::ModelCard;
 pub use noprop_core::inference::{evaluate, predict_proba, predict_runs};
 pub use noprop_core::{
     EmbeddingKind, InferenceOptions, InferenceSettings, ModelInit, ModelSpec, OdeSolver,

@@ -48,9 +48,23 @@
 //! ```
 //!
 //! [`Variant::predict_runs`]: noprop_core::Variant::predict_runs
+//!
+//! ## Using a trained model
+//!
+//! [`NoPropFm::from_checkpoint`] loads a checkpoint that `noprop train` wrote
+//! (or `noprop export`, or [`NoPropFm::save`]): the model is rebuilt from the
+//! file's own metadata, so this crate alone is enough. [`ModelCard`] says
+//! how its inputs are normalised ([`ModelCard::normalize`] turns u8 pixels
+//! into the model's inputs exactly as in training). The crate's example
+//! `predict_from_checkpoint`:
+//!
+//! ```no_run
+#![doc = include_str!("../examples/predict_from_checkpoint.rs")]
+//! ```
 
 #![warn(missing_docs)]
 
+pub mod checkpoint;
 pub mod config;
 pub mod model;
 pub mod names;
@@ -63,6 +77,7 @@ pub use model::NoPropFm;
 // model: `noprop-fm` as the only dependency is enough.
 pub use candle_core;
 pub use candle_core::{DType, Device, Tensor};
+pub use noprop_checkpoint::ModelCard;
 pub use noprop_core::inference::{evaluate, predict_proba, predict_runs};
 pub use noprop_core::{
     EmbeddingKind, InferenceOptions, InferenceSettings, ModelInit, ModelSpec, OdeSolver,

@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
-use crate::checkpoint::Checkpoint;
 use crate::train::{BestScore, BEST_CHECKPOINT, LAST_CHECKPOINT};
+use noprop_checkpoint::Checkpoint;
 
 /// The checkpoint policy of one run directory.
 #[derive(Debug, Clone)]

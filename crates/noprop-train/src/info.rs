@@ -13,12 +13,12 @@ use noprop_core::{ModelSpec, ParamStore, ScheduleTable};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::checkpoint::CheckpointMeta;
 use crate::cli::InfoArgs;
 use crate::config::RunConfig;
 use crate::model::{build_blank, build_fresh, load_model};
 use crate::overrides::Override;
 use crate::registry::{self, Sections};
+use noprop_checkpoint::CheckpointMeta;
 
 /// Parameter counts of one group of variables.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -222,7 +222,7 @@ pub fn run(args: &InfoArgs) -> Result<()> {
         println!(
             "checkpoint: {} (format {}), written by noprop {}",
             meta.kind.as_str(),
-            crate::checkpoint::FORMAT_VERSION,
+            noprop_checkpoint::FORMAT_VERSION,
             meta.crate_version
         );
         println!(
@@ -332,7 +332,7 @@ fn list_variants(json: bool) -> Result<()> {
 fn checkpoint_info(meta: &CheckpointMeta) -> CheckpointInfo {
     CheckpointInfo {
         checkpoint: meta.kind.as_str().to_string(),
-        format_version: crate::checkpoint::FORMAT_VERSION,
+        format_version: noprop_checkpoint::FORMAT_VERSION,
         variant: meta.variant.clone(),
         crate_version: meta.crate_version.clone(),
         epoch: meta.epoch,

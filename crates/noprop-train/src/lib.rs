@@ -19,8 +19,10 @@
 //! ```
 //!
 //! Modules, one concept each: [`config`] (the run configuration) and
-//! [`overrides`] (`--set key=value`); [`checkpoint`] (the safetensors format,
-//! see `docs/checkpoint-format.md`) written through [`atomic`]; [`metrics`]
+//! [`overrides`] (`--set key=value`); checkpoints in the format of
+//! [`noprop_checkpoint`] (see `docs/checkpoint-format.md`), which also
+//! writes every file atomically, and [`checkpointer`] (when and what to
+//! save); [`metrics`]
 //! (`metrics.jsonl`); [`summary`] (`summary.json`); [`train`] (the loop)
 //! and [`train_command`] (`noprop train`: run directories, resume);
 //! [`eval`], [`predict`], [`info`],
@@ -30,8 +32,6 @@
 //! [`report`] (`noprop compare`: the side-by-side report of several runs);
 //! [`gpu_check`] (`noprop gpu-check`: a device against the CPU, and its speed).
 
-pub mod atomic;
-pub mod checkpoint;
 pub mod checkpointer;
 pub mod cli;
 pub mod config;

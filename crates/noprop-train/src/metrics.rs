@@ -27,7 +27,7 @@ use anyhow::{Context, Result};
 use noprop_core::StepReport;
 use serde::{Deserialize, Serialize};
 
-use crate::atomic::write_atomic;
+use noprop_checkpoint::atomic::write_atomic;
 
 /// Running sums of the current epoch (saved in checkpoints so that an epoch
 /// interrupted and resumed reports the same numbers).

@@ -8,9 +8,9 @@ use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use noprop_core::{ModelInit, ModelSpec, Variant};
 
-use crate::checkpoint::Checkpoint;
 use crate::config::RunConfig;
 use crate::registry::{self, Sections};
+use noprop_checkpoint::Checkpoint;
 
 /// A model restored from a checkpoint, with what it was built from.
 pub struct LoadedModel {

@@ -13,6 +13,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use image::imageops::FilterType;
+use noprop_checkpoint::ModelCard;
 use noprop_core::variant::ModelSpec;
 use noprop_core::SeededRng;
 use serde_json::json;
@@ -31,8 +32,7 @@ pub const MAX_IMAGE_BYTES: u64 = 512 << 20;
 pub fn load_image(
     path: &Path,
     spec: ModelSpec,
-    mean: &[f32],
-    std: &[f32],
+    card: &ModelCard,
     device: &Device,
 ) -> Result<Tensor> {
     let mut reader = image::ImageReader::open(path)
@@ -63,17 +63,15 @@ pub fn load_image(
         3 => image::imageops::resize(&image.to_rgb8(), size, size, FilterType::Triangle).into_raw(),
         c => bail!("models with {c} input channels are not supported by predict"),
     };
-    if mean.len() != channels || std.len() != channels {
-        bail!("the checkpoint's normalisation does not have one value per channel");
-    }
     let s = spec.image_size;
-    // Interleaved HWC bytes to normalised CHW floats.
-    let mut chw = vec![0f32; channels * s * s];
+    // Interleaved HWC bytes to CHW, normalised as the training data was.
+    let mut chw = vec![0u8; channels * s * s];
     for (i, &p) in pixels.iter().enumerate() {
         let (pixel, c) = (i / channels, i % channels);
-        chw[c * s * s + pixel] = (p as f32 / 255.0 - mean[c]) / std[c];
+        chw[c * s * s + pixel] = p;
     }
-    Ok(Tensor::from_vec(chw, (channels, s, s), device)?)
+    let pixels = Tensor::from_vec(chw, (1, channels, s, s), device)?;
+    Ok(card.normalize(&pixels)?.squeeze(0)?)
 }
 
 /// Runs `noprop predict`.
@@ -81,18 +79,11 @@ pub fn run(args: &PredictArgs) -> Result<()> {
     let device = args.inference.device.open()?;
     let loaded = load_model(&args.checkpoint, &device)?;
     let meta = &loaded.checkpoint.meta;
+    let card = ModelCard::from_meta(meta);
     let images = args
         .images
         .iter()
-        .map(|p| {
-            load_image(
-                p,
-                meta.spec,
-                &meta.normalize_mean,
-                &meta.normalize_std,
-                &device,
-            )
-        })
+        .map(|p| load_image(p, meta.spec, &card, &device))
         .collect::<Result<Vec<_>>>()?;
     let batch = Tensor::stack(&images, 0)?;
     let settings = inference_settings(&args.inference, &loaded.config);
@@ -136,7 +127,13 @@ pub fn run(args: &PredictArgs) -> Result<()> {
     if args.json {
         println!(
             "{}",
-            json!({ "checkpoint": args.checkpoint.display().to_string(), "predictions": results })
+            json!({
+                "checkpoint": args.checkpoint.display().to_string(),
+                // How to redraw the same noise: SeededRng::new(seed).fork(rng_stream).
+                "seed": seed,
+                "rng_stream": EVAL_STREAM,
+                "predictions": results,
+            })
         );
     }
     Ok(())
@@ -162,7 +159,8 @@ mod tests {
         let path = dir.path().join("half.png");
         img.save(&path).unwrap();
         let spec = ModelSpec::mnist();
-        let t = load_image(&path, spec, &[0.5], &[0.25], &Device::Cpu).unwrap();
+        let grey = ModelCard::new("mnist", vec![0.5], vec![0.25]);
+        let t = load_image(&path, spec, &grey, &Device::Cpu).unwrap();
         assert_eq!(t.dims(), &[1, 28, 28]);
         let rows = t.squeeze(0).unwrap().to_vec2::<f32>().unwrap();
         assert!(
@@ -181,27 +179,21 @@ mod tests {
             image_size: 32,
             num_classes: 10,
         };
-        let t = load_image(
-            &path,
-            colour,
-            &[0.0, 0.0, 0.0],
-            &[1.0, 1.0, 1.0],
-            &Device::Cpu,
-        )
-        .unwrap();
+        let rgb = ModelCard::new("cifar10", vec![0.0; 3], vec![1.0; 3]);
+        let t = load_image(&path, colour, &rgb, &Device::Cpu).unwrap();
         assert_eq!(t.dims(), &[3, 32, 32]);
 
         let text = dir.path().join("notes.png");
         std::fs::write(&text, "not an image").unwrap();
         let err = format!(
             "{:#}",
-            load_image(&text, spec, &[0.5], &[0.25], &Device::Cpu).unwrap_err()
+            load_image(&text, spec, &grey, &Device::Cpu).unwrap_err()
         );
         assert!(err.contains("notes.png"), "{err}");
         let missing = dir.path().join("missing.png");
         let err = format!(
             "{:#}",
-            load_image(&missing, spec, &[0.5], &[0.25], &Device::Cpu).unwrap_err()
+            load_image(&missing, spec, &grey, &Device::Cpu).unwrap_err()
         );
         assert!(err.contains("missing.png"), "{err}");
     }

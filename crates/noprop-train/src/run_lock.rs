@@ -6,7 +6,7 @@
 //! another process gets.
 //!
 //! Holding the lock also means no other writer is alive: the temporary files
-//! of a writer that died mid-write (`.NAME.tmp-PID`, see [`crate::atomic`])
+//! of a writer that died mid-write (`.NAME.tmp-PID`, see [`noprop_checkpoint::atomic`])
 //! are removed when the lock is taken.
 
 use std::fs::{File, OpenOptions, TryLockError};

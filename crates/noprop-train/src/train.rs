@@ -28,12 +28,12 @@ use noprop_core::{InferenceOptions, InferenceSettings, ModelSpec, SeededRng, Var
 use noprop_data::{DatasetKind, Split};
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::{Checkpoint, CheckpointKind, CheckpointMeta};
 use crate::checkpointer::Checkpointer;
 use crate::config::RunConfig;
 use crate::eval::evaluate_unless_stopped;
 use crate::metrics::{EpochMetrics, EpochTotals, MetricsLog};
 use crate::progress::Progress;
+use noprop_checkpoint::{Checkpoint, CheckpointKind, CheckpointMeta};
 
 /// Generator stream of the training steps ("train" in ASCII: far from the
 /// small stream numbers variants fork for their own purposes).
@@ -708,7 +708,7 @@ mod tests {
         let expected = tensor_bits(&straight.path().join(LAST_CHECKPOINT));
         assert!(
             expected.contains_key("optim.velocity.head.weight")
-                && expected.contains_key(crate::checkpoint::RNG_TENSOR)
+                && expected.contains_key(noprop_checkpoint::RNG_TENSOR)
         );
         assert_eq!(tensor_bits(&split.path().join(LAST_CHECKPOINT)), expected);
         assert_eq!(

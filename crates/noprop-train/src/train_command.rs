@@ -17,8 +17,6 @@ use anyhow::{bail, Context, Result};
 use noprop_core::ModelSpec;
 use noprop_data::Dataset;
 
-use crate::atomic::write_atomic;
-use crate::checkpoint::Checkpoint;
 use crate::cli::{TrainArgs, EXIT_INTERRUPTED};
 use crate::config::RunConfig;
 use crate::metrics::MetricsLog;
@@ -28,6 +26,8 @@ use crate::registry::{self, Sections};
 use crate::run_lock::RunLock;
 use crate::summary::{RunStatus, RunSummary, SUMMARY_FILE};
 use crate::train::{RunData, TrainOutcome, Trainer, BEST_CHECKPOINT, CONFIG_FILE, LAST_CHECKPOINT};
+use noprop_checkpoint::atomic::write_atomic;
+use noprop_checkpoint::Checkpoint;
 
 /// Runs `noprop train`.
 pub fn run(args: &TrainArgs) -> Result<ExitCode> {

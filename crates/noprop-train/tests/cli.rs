@@ -13,9 +13,9 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use candle_core::{Device, Tensor};
+use noprop_checkpoint::{Checkpoint, CheckpointKind};
 use noprop_core::SeededRng;
 use noprop_data::{Dataset, DatasetConfig, DatasetKind};
-use noprop_train::checkpoint::{Checkpoint, CheckpointKind};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_noprop");

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 
 use super::compare::{Agreement, TensorDiff};
 use super::Report;
-use crate::atomic::write_atomic;
+use noprop_checkpoint::atomic::write_atomic;
 
 /// Writes `report` to `path` as pretty JSON, atomically.
 pub fn write_json(report: &Report, path: &Path) -> Result<()> {

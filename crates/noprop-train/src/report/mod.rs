@@ -387,10 +387,10 @@ pub fn write_report_with(
         .collect();
     let json_path = out_dir.join("report.json");
     let json = serde_json::to_string_pretty(&report)? + "\n";
-    crate::atomic::write_atomic(&json_path, json.as_bytes())
+    noprop_checkpoint::atomic::write_atomic(&json_path, json.as_bytes())
         .with_context(|| format!("writing {}", json_path.display()))?;
     let md_path = out_dir.join("report.md");
-    crate::atomic::write_atomic(&md_path, markdown::render(&report).as_bytes())
+    noprop_checkpoint::atomic::write_atomic(&md_path, markdown::render(&report).as_bytes())
         .with_context(|| format!("writing {}", md_path.display()))?;
     Ok(report)
 }

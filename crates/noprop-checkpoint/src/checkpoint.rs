@@ -1,26 +1,11 @@
-//! Checkpoints: a model, and optionally its training state, in one
-//! safetensors file.
+//! [`Checkpoint`]: a model's named tensors, and optionally its training
+//! state, with their [`CheckpointMeta`], to and from safetensors bytes.
 //!
-//! Tensor names (documented for users in `docs/checkpoint-format.md`):
-//! - the model's variables under their [`noprop_core::ParamStore`] names
-//!   (for example `block.conv1.weight`, `head.weight`), BatchNorm running
-//!   statistics included;
-//! - training checkpoints only: the optimizer state under `optim.*` (as
-//!   [`Variant::optimizer_state`] names it) and the trainer's random number
-//!   generator as `trainer.rng` (u32, [`noprop_core::rng::RNG_STATE_WORDS`]).
-//!
-//! Metadata (a string map): `format` = `noprop-rs`, `format_version`,
-//! `checkpoint` (`training` or `weights`), `variant`, `config` (the run
-//! configuration as JSON), `variant_config` (the variant's own JSON),
-//! `crate_version`, `epoch` (completed epochs), `step` (optimizer steps),
-//! `dataset`, `in_channels`, `image_size`, `num_classes`, `normalize_mean`,
-//! `normalize_std` (JSON arrays), and for training checkpoints
-//! `trainer_state` (JSON: position in the data order, best score, running
-//! sums of the current epoch).
-//!
-//! Files are written atomically ([`crate::atomic`]). Reading never panics:
-//! a missing, truncated or foreign file, a checkpoint of another variant or
-//! with other shapes each give an error naming the file and the problem.
+//! Reading never panics: a truncated or foreign file, a tensor of an
+//! unsupported dtype, a non-finite value, a checkpoint of another variant
+//! or with other shapes each give an error naming the problem (and, through
+//! [`Checkpoint::load`], the file). The header is written in a canonical
+//! order, so the same checkpoint always gives the same bytes.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -30,198 +15,13 @@ use anyhow::{bail, Context, Result};
 use candle_core::safetensors::Load;
 use candle_core::{DType, Device, Tensor};
 use noprop_core::rng::RNG_STATE_WORDS;
-use noprop_core::variant::ModelSpec;
 use noprop_core::{SeededRng, Variant};
 use safetensors::tensor::{Dtype, SafeTensors, View};
 
 use crate::atomic::write_atomic;
-
-/// The value of the `format` metadata key.
-pub const FORMAT_NAME: &str = "noprop-rs";
-/// The version of the layout described above.
-pub const FORMAT_VERSION: u32 = 1;
-/// Prefix of optimizer state tensors.
-pub const OPTIMIZER_PREFIX: &str = "optim.";
-/// Prefix of the trainer's own tensors.
-pub const TRAINER_PREFIX: &str = "trainer.";
-/// The trainer's random number generator state.
-pub const RNG_TENSOR: &str = "trainer.rng";
-
-/// What a checkpoint holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CheckpointKind {
-    /// Model, optimizer and trainer state: `--resume` continues from it.
-    Training,
-    /// The model only (`noprop export`): for inference.
-    Weights,
-}
-
-impl CheckpointKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Training => "training",
-            Self::Weights => "weights",
-        }
-    }
-}
-
-/// The metadata of a checkpoint.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CheckpointMeta {
-    pub kind: CheckpointKind,
-    /// The variant's registered name.
-    pub variant: String,
-    /// The run configuration (JSON of [`crate::config::RunConfig`]).
-    pub config_json: String,
-    /// The variant's own configuration ([`Variant::config_json`]).
-    pub variant_config_json: String,
-    /// Version of the crate that wrote the file.
-    pub crate_version: String,
-    /// Completed epochs.
-    pub epoch: usize,
-    /// Optimizer steps taken.
-    pub step: u64,
-    /// Dataset name (`mnist`, ...).
-    pub dataset: String,
-    /// Input shape and number of classes.
-    pub spec: ModelSpec,
-    /// Per-channel normalisation of the training images: x = (p/255 - mean) / std.
-    pub normalize_mean: Vec<f32>,
-    pub normalize_std: Vec<f32>,
-    /// Training checkpoints: the trainer's state (JSON).
-    pub trainer_state_json: Option<String>,
-}
-
-impl CheckpointMeta {
-    fn to_map(&self) -> HashMap<String, String> {
-        let mut map = HashMap::new();
-        let mut put = |k: &str, v: String| {
-            map.insert(k.to_string(), v);
-        };
-        put("format", FORMAT_NAME.into());
-        put("format_version", FORMAT_VERSION.to_string());
-        put("checkpoint", self.kind.as_str().into());
-        put("variant", self.variant.clone());
-        put("config", self.config_json.clone());
-        put("variant_config", self.variant_config_json.clone());
-        put("crate_version", self.crate_version.clone());
-        put("epoch", self.epoch.to_string());
-        put("step", self.step.to_string());
-        put("dataset", self.dataset.clone());
-        put("in_channels", self.spec.in_channels.to_string());
-        put("image_size", self.spec.image_size.to_string());
-        put("num_classes", self.spec.num_classes.to_string());
-        put("normalize_mean", json_floats(&self.normalize_mean));
-        put("normalize_std", json_floats(&self.normalize_std));
-        if let Some(state) = &self.trainer_state_json {
-            put("trainer_state", state.clone());
-        }
-        map
-    }
-
-    fn from_map(map: &HashMap<String, String>) -> Result<Self> {
-        let get = |k: &str| -> Result<&String> {
-            map.get(k)
-                .with_context(|| format!("metadata key `{k}` is missing"))
-        };
-        fn parse<T: std::str::FromStr>(key: &str, value: &str) -> Result<T> {
-            value
-                .parse()
-                .map_err(|_| anyhow::anyhow!("metadata `{key}` = {value:?} is not a valid number"))
-        }
-        let version: u32 = parse("format_version", get("format_version")?)?;
-        if version != FORMAT_VERSION {
-            bail!(
-                "checkpoint format version {version} is not supported (this build reads version {FORMAT_VERSION})"
-            );
-        }
-        let kind = match get("checkpoint")?.as_str() {
-            "training" => CheckpointKind::Training,
-            "weights" => CheckpointKind::Weights,
-            other => bail!("metadata `checkpoint` = {other:?}: expected training or weights"),
-        };
-        let floats = |key: &str| -> Result<Vec<f32>> {
-            serde_json::from_str(get(key)?)
-                .with_context(|| format!("metadata `{key}` is not a JSON array of numbers"))
-        };
-        let meta = Self {
-            kind,
-            variant: get("variant")?.clone(),
-            config_json: get("config")?.clone(),
-            variant_config_json: get("variant_config")?.clone(),
-            crate_version: get("crate_version")?.clone(),
-            epoch: parse("epoch", get("epoch")?)?,
-            step: parse("step", get("step")?)?,
-            dataset: get("dataset")?.clone(),
-            spec: ModelSpec {
-                in_channels: parse("in_channels", get("in_channels")?)?,
-                image_size: parse("image_size", get("image_size")?)?,
-                num_classes: parse("num_classes", get("num_classes")?)?,
-            },
-            normalize_mean: floats("normalize_mean")?,
-            normalize_std: floats("normalize_std")?,
-            trainer_state_json: map.get("trainer_state").cloned(),
-        };
-        check_spec(&meta.spec)?;
-        check_normalisation(&meta)?;
-        if kind == CheckpointKind::Training && meta.trainer_state_json.is_none() {
-            bail!("a training checkpoint must have the `trainer_state` metadata key");
-        }
-        Ok(meta)
-    }
-}
-
-/// The largest `in_channels` a checkpoint may claim (a hyperspectral image
-/// has a few hundred channels; anything larger is a damaged file).
-pub const MAX_IN_CHANNELS: usize = 1024;
-/// The largest `image_size` (height = width) a checkpoint may claim.
-pub const MAX_IMAGE_SIZE: usize = 4096;
-/// The largest `num_classes` a checkpoint may claim: a one-hot class
-/// embedding is `num_classes^2` values (10^8 here, 400 MB).
-pub const MAX_NUM_CLASSES: usize = 10_000;
-
-/// The metadata's model shape, checked before anything is built from it:
-/// a damaged or hostile file must not make the loader allocate without
-/// bound (the model's own size is then bounded by the file's tensors,
-/// see [`Checkpoint::num_model_values`]).
-fn check_spec(spec: &ModelSpec) -> Result<()> {
-    if spec.in_channels == 0 || spec.image_size == 0 || spec.num_classes < 2 {
-        bail!("metadata describes an impossible model: {spec:?}");
-    }
-    for (key, value, max) in [
-        ("in_channels", spec.in_channels, MAX_IN_CHANNELS),
-        ("image_size", spec.image_size, MAX_IMAGE_SIZE),
-        ("num_classes", spec.num_classes, MAX_NUM_CLASSES),
-    ] {
-        if value > max {
-            bail!("metadata `{key}` = {value} is beyond the supported maximum {max}: the file is damaged");
-        }
-    }
-    Ok(())
-}
-
-/// One finite mean and one positive finite standard deviation per channel.
-fn check_normalisation(meta: &CheckpointMeta) -> Result<()> {
-    let channels = meta.spec.in_channels;
-    for (key, values) in [
-        ("normalize_mean", &meta.normalize_mean),
-        ("normalize_std", &meta.normalize_std),
-    ] {
-        if values.len() != channels {
-            bail!(
-                "metadata `{key}` has {} values; the model has {channels} channel(s)",
-                values.len()
-            );
-        }
-        if let Some(v) = values.iter().find(|v| !v.is_finite()) {
-            bail!("metadata `{key}` holds {v}: normalisation must be finite");
-        }
-    }
-    if let Some(v) = meta.normalize_std.iter().find(|&&v| v <= 0.0) {
-        bail!("metadata `normalize_std` holds {v}: a standard deviation must be positive");
-    }
-    Ok(())
-}
+use crate::meta::{
+    CheckpointKind, CheckpointMeta, FORMAT_NAME, OPTIMIZER_PREFIX, RNG_TENSOR, TRAINER_PREFIX,
+};
 
 /// The first non-finite value of a stored tensor, with its flat index,
 /// read from the file's little-endian bytes before the tensor is put on a
@@ -262,14 +62,12 @@ fn is_model_tensor(name: &str) -> bool {
     !name.starts_with(OPTIMIZER_PREFIX) && !name.starts_with(TRAINER_PREFIX)
 }
 
-fn json_floats(values: &[f32]) -> String {
-    serde_json::to_string(values).unwrap_or_else(|_| "[]".into())
-}
-
 /// A checkpoint in memory: metadata and named tensors (sorted by name).
 #[derive(Debug, Clone)]
 pub struct Checkpoint {
+    /// The metadata.
     pub meta: CheckpointMeta,
+    /// Every tensor of the file, by name.
     pub tensors: BTreeMap<String, Tensor>,
 }
 
@@ -365,9 +163,8 @@ impl Checkpoint {
         let name = model.name();
         if self.meta.variant != name {
             bail!(
-                "the checkpoint holds a {} model, not {}",
-                crate::registry::label(&self.meta.variant),
-                crate::registry::label(name)
+                "the checkpoint holds a `{}` model, not `{name}`",
+                self.meta.variant
             );
         }
         model
@@ -587,7 +384,8 @@ impl View for &RawTensor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{blob_spec, blobs, LinearSoftmax, TEST_VARIANT};
+    use noprop_core::testing::{blob_spec, fuzz_mutants, Below, LinearSoftmax, TEST_VARIANT};
+    use noprop_core::ModelSpec;
 
     fn meta() -> CheckpointMeta {
         CheckpointMeta {
@@ -609,12 +407,12 @@ mod tests {
     /// A model trained for a few steps, so weights and momentum are non-trivial.
     fn trained() -> (LinearSoftmax, SeededRng) {
         let mut model = LinearSoftmax::new(blob_spec(), 1, &Device::Cpu).unwrap();
-        let data = blobs(32, 0);
         let mut rng = SeededRng::new(3);
+        let images = rng.normal((32, 1, 4, 4), &Device::Cpu).unwrap();
+        let labels: Vec<u32> = (0..32).map(|i| i % 3).collect();
+        let labels = Tensor::new(labels.as_slice(), &Device::Cpu).unwrap();
         for _ in 0..3 {
-            model
-                .train_step(data.images(), data.labels(), &mut rng)
-                .unwrap();
+            model.train_step(&images, &labels, &mut rng).unwrap();
         }
         (model, rng)
     }
@@ -796,7 +594,7 @@ mod tests {
             .to_bytes()
             .unwrap();
         let header_len = 8 + u64::from_le_bytes(valid[..8].try_into().unwrap()) as usize;
-        let mutate = |bytes: &mut Vec<u8>, rng: &mut crate::testing::Below| {
+        let mutate = |bytes: &mut Vec<u8>, rng: &mut Below| {
             let header_len = header_len.min(bytes.len());
             match rng.below(5) {
                 // Most of a checkpoint is tensor data; aim at the header too.
@@ -817,7 +615,7 @@ mod tests {
                 _ => bytes.extend(std::iter::repeat_n(0xff, 1 + rng.below(16))),
             }
         };
-        crate::testing::fuzz_mutants(17, 1500, &valid, mutate, |bytes| {
+        fuzz_mutants(17, 1500, &valid, mutate, |bytes| {
             Checkpoint::from_bytes(bytes, &Device::Cpu)
         });
     }
@@ -830,7 +628,10 @@ mod tests {
             .unwrap()
             .with_name("other-variant");
         let e = format!("{:#}", checkpoint.restore_into(&mut other).unwrap_err());
-        assert!(e.contains("linear-softmax model, not other-variant"), "{e}");
+        assert!(
+            e.contains("`linear-softmax` model, not `other-variant`"),
+            "{e}"
+        );
 
         let four_classes = ModelSpec {
             num_classes: 4,

@@ -1,0 +1,30 @@
+//! Loads a checkpoint (`noprop train`'s `last.safetensors`, an exported
+//! file, or one saved with `NoPropDt::save`) and classifies the first test
+//! images of its dataset. Inference: one stochastic run; `InferenceOptions { deterministic: Some(true), .. }` for the deterministic inference.
+//!
+//! `cargo run --release -p noprop-dt --example predict_from_checkpoint -- runs/dt/last.safetensors`
+
+use noprop_data::{Dataset, DatasetConfig};
+use noprop_dt::{predict_proba, Device, InferenceSettings, ModelCard, NoPropDt, SeededRng};
+
+fn main() -> anyhow::Result<()> {
+    let path = std::env::args()
+        .nth(1)
+        .unwrap_or("runs/dt/last.safetensors".into());
+    let device = Device::Cpu;
+    let model = NoPropDt::from_checkpoint(&path, &device)?;
+    let card = ModelCard::read(&path)?; // dataset, normalisation, epochs
+    let data = DatasetConfig {
+        train_limit: Some(1),
+        test_limit: Some(16),
+        normalization: Some((card.normalize_mean, card.normalize_std)),
+        ..DatasetConfig::new(card.dataset.parse()?)
+    };
+    let dataset = Dataset::load(&data, &device)?;
+    let test = dataset.test();
+    let settings = InferenceSettings::new(Default::default());
+    let probs = predict_proba(&model, test.images(), &settings, &mut SeededRng::new(0))?;
+    println!("predicted {:?}", probs.argmax(1)?.to_vec1::<u32>()?);
+    println!("labels    {:?}", test.labels().to_vec1::<u32>()?);
+    Ok(())
+}
