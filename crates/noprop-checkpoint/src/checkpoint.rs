@@ -615,9 +615,10 @@ mod tests {
                 _ => bytes.extend(std::iter::repeat_n(0xff, 1 + rng.below(16))),
             }
         };
-        fuzz_mutants(17, 1500, &valid, mutate, |bytes| {
+        let report = fuzz_mutants(17, 1500, &valid, mutate, |bytes| {
             Checkpoint::from_bytes(bytes, &Device::Cpu)
         });
+        eprintln!("checkpoints: {report}");
     }
 
     #[test]

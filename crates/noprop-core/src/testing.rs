@@ -202,7 +202,8 @@ impl Below {
 
 /// Runs `parse` on mutants of `valid`, each made by 1 to 3 calls of
 /// `mutate` (indices from a generator seeded with `seed`): `default_cases`
-/// of them, or `NOPROP_FUZZ_CASES`. `parse` must never panic nor fail
+/// of them, or `NOPROP_FUZZ_CASES`, or as many as `NOPROP_FUZZ_SECONDS`
+/// seconds allow. `parse` must never panic nor fail
 /// without a message, and both
 /// accepted and refused mutants must occur (or the mutations miss the
 /// parser's checks, or its happy path).
@@ -212,14 +213,21 @@ pub fn fuzz_mutants<T, E: std::fmt::Display>(
     valid: &[u8],
     mut mutate: impl FnMut(&mut Vec<u8>, &mut Below),
     parse: impl Fn(&[u8]) -> std::result::Result<T, E>,
-) {
+) -> FuzzReport {
     let cases = std::env::var("NOPROP_FUZZ_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default_cases);
+    let seconds: Option<f64> = std::env::var("NOPROP_FUZZ_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let start = std::time::Instant::now();
     let mut rng = Below(SeededRng::new(seed));
     let (mut accepted, mut refused) = (0usize, 0usize);
-    for _ in 0..cases {
+    while match seconds {
+        Some(s) => start.elapsed().as_secs_f64() < s,
+        None => accepted + refused < cases,
+    } {
         let mut bytes = valid.to_vec();
         for _ in 0..1 + rng.below(3) {
             if bytes.is_empty() {
@@ -240,8 +248,39 @@ pub fn fuzz_mutants<T, E: std::fmt::Display>(
             ),
         }
     }
+    let cases = accepted + refused;
     assert!(
         accepted > 0 && refused > 0,
         "{accepted} accepted, {refused} refused of {cases} mutants"
     );
+    FuzzReport {
+        seed,
+        cases,
+        accepted,
+        seconds: start.elapsed().as_secs_f64(),
+    }
+}
+
+/// What a [`fuzz_mutants`] run did (a test prints it: visible with
+/// `--nocapture`, for the record of a long run).
+#[derive(Debug, Clone, Copy)]
+pub struct FuzzReport {
+    /// The mutation generator's seed.
+    pub seed: u64,
+    /// Mutants parsed.
+    pub cases: usize,
+    /// Of which accepted.
+    pub accepted: usize,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+}
+
+impl std::fmt::Display for FuzzReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "seed {}: {} mutants in {:.0} s, {} accepted, no panic",
+            self.seed, self.cases, self.seconds, self.accepted
+        )
+    }
 }

@@ -73,6 +73,7 @@ pub mod cifar;
 pub mod dataset;
 pub mod error;
 pub mod file;
+pub mod folder;
 #[cfg(feature = "hub")]
 pub mod hub;
 pub mod idx;

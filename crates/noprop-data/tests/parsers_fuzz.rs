@@ -6,8 +6,9 @@
 //!
 //! Each parser gets a fixed number of cases from a fixed seed, so the test
 //! is deterministic and takes about a second; `NOPROP_FUZZ_CASES=N` runs
-//! more (the long runs happen outside CI). Inputs that once failed belong
-//! in `REGRESSIONS` below.
+//! more, and `NOPROP_FUZZ_SECONDS=S` runs each parser for S seconds instead
+//! (it prints how many cases ran; the long runs happen outside CI). Inputs
+//! that once failed belong in `REGRESSIONS` below.
 
 use std::io::Write;
 use std::path::Path;
@@ -94,13 +95,27 @@ fn mutate(bytes: &mut Vec<u8>, rng: &mut ChaCha8Rng) {
 fn fuzz(seed: u64, valid: &[u8], mut check: impl FnMut(&[u8]) -> bool) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut accepted = 0;
-    let n = cases();
-    for _ in 0..n {
+    let seconds: Option<f64> = std::env::var("NOPROP_FUZZ_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let start = std::time::Instant::now();
+    let mut n = 0;
+    while match seconds {
+        Some(s) => start.elapsed().as_secs_f64() < s,
+        None => n < cases(),
+    } {
+        n += 1;
         let mut bytes = valid.to_vec();
         for _ in 0..rng.random_range(1..=3) {
             mutate(&mut bytes, &mut rng);
         }
         accepted += usize::from(check(&bytes));
+    }
+    if seconds.is_some() {
+        eprintln!(
+            "seed {seed}: {n} mutants in {:.0} s, {accepted} accepted",
+            start.elapsed().as_secs_f64()
+        );
     }
     assert!(
         accepted > 0 && accepted < n,

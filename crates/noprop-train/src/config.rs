@@ -590,9 +590,10 @@ mod tests {
                 _ => bytes.insert(i, b'9'),
             }
         };
-        crate::testing::fuzz_mutants(seed, 1000, &valid, mutate, |bytes| {
+        let report = crate::testing::fuzz_mutants(seed, 1000, &valid, mutate, |bytes| {
             parse(&String::from_utf8_lossy(bytes))
         });
+        eprintln!("configurations: {report}");
     }
 
     #[test]

@@ -95,11 +95,20 @@ fn resave(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
+    let result = match args.first().map(String::as_str) {
         Some("predict") => predict(&args[1..]),
         Some("resave") => resave(&args[1..]),
         _ => Err("usage: predict VARIANT CHECKPOINT STEPS SEED STREAM IMAGE... | resave VARIANT CHECKPOINT OUT".into()),
+    };
+    // The message only (an anyhow error's Debug form would add a backtrace
+    // under RUST_BACKTRACE=1).
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }

@@ -1,7 +1,9 @@
 //! The real MNIST: embedded copy and the repository's directory.
 
 use candle_core::{DType, Device};
-use noprop_data::{mnist, Dataset, DatasetConfig, DatasetKind};
+#[cfg(feature = "embedded-mnist")]
+use noprop_data::mnist;
+use noprop_data::{Dataset, DatasetConfig, DatasetKind};
 
 #[test]
 fn embedded_mnist_loads_with_known_sizes_labels_and_statistics() {
