@@ -82,6 +82,7 @@ fn train((kind, extra): Case, data: &Dataset, dir: &Path, epochs: usize, resume:
             spec,
             mean: mean.to_vec(),
             std: std.to_vec(),
+            class_names: None,
         },
         stop: None,
         progress: false,

@@ -401,6 +401,7 @@ mod tests {
             normalize_mean: vec![0.5],
             normalize_std: vec![0.25],
             trainer_state_json: Some("{}".into()),
+            class_names: Some(vec!["a".into(), "b".into(), "c".into()]),
         }
     }
 

@@ -71,6 +71,10 @@ pub struct CheckpointMeta {
     pub normalize_std: Vec<f32>,
     /// Training checkpoints: the trainer's state (JSON).
     pub trainer_state_json: Option<String>,
+    /// The class names, where the training data has them (an image
+    /// folder's directory names): label `i` is the `i`-th. Metadata key
+    /// `class_names` (a JSON array), absent otherwise.
+    pub class_names: Option<Vec<String>>,
 }
 
 impl CheckpointMeta {
@@ -97,6 +101,12 @@ impl CheckpointMeta {
         put("normalize_std", json_floats(&self.normalize_std));
         if let Some(state) = &self.trainer_state_json {
             put("trainer_state", state.clone());
+        }
+        if let Some(names) = &self.class_names {
+            put(
+                "class_names",
+                serde_json::to_string(names).unwrap_or_else(|_| "[]".into()),
+            );
         }
         map
     }
@@ -144,9 +154,25 @@ impl CheckpointMeta {
             normalize_mean: floats("normalize_mean")?,
             normalize_std: floats("normalize_std")?,
             trainer_state_json: map.get("trainer_state").cloned(),
+            class_names: map
+                .get("class_names")
+                .map(|text| {
+                    serde_json::from_str::<Vec<String>>(text)
+                        .context("metadata `class_names` is not a JSON array of strings")
+                })
+                .transpose()?,
         };
         check_spec(&meta.spec)?;
         check_normalisation(&meta)?;
+        if let Some(names) = &meta.class_names {
+            if names.len() != meta.spec.num_classes {
+                bail!(
+                    "metadata `class_names` has {} names; the model has {} classes",
+                    names.len(),
+                    meta.spec.num_classes
+                );
+            }
+        }
         if kind == CheckpointKind::Training && meta.trainer_state_json.is_none() {
             bail!("a training checkpoint must have the `trainer_state` metadata key");
         }

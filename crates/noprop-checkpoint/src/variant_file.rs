@@ -33,6 +33,8 @@ pub struct ModelCard {
     pub epoch: usize,
     /// Optimizer steps taken.
     pub step: u64,
+    /// The class names, where the data has them (label `i` is the `i`-th).
+    pub class_names: Option<Vec<String>>,
 }
 
 impl ModelCard {
@@ -45,6 +47,7 @@ impl ModelCard {
             normalize_std,
             epoch: 0,
             step: 0,
+            class_names: None,
         }
     }
 
@@ -55,6 +58,21 @@ impl ModelCard {
         self
     }
 
+    /// The same card with class names (label `i` is `names[i]`).
+    pub fn with_class_names(mut self, names: Vec<String>) -> Self {
+        self.class_names = Some(names);
+        self
+    }
+
+    /// The name of class `label`: its class name where the card has them,
+    /// else the label itself.
+    pub fn class_name(&self, label: usize) -> String {
+        self.class_names
+            .as_ref()
+            .and_then(|names| names.get(label).cloned())
+            .unwrap_or_else(|| label.to_string())
+    }
+
     /// The card of a checkpoint's metadata.
     pub fn from_meta(meta: &CheckpointMeta) -> Self {
         Self {
@@ -63,6 +81,7 @@ impl ModelCard {
             normalize_std: meta.normalize_std.clone(),
             epoch: meta.epoch,
             step: meta.step,
+            class_names: meta.class_names.clone(),
         }
     }
 
@@ -157,6 +176,7 @@ pub fn save_variant<M: BuildVariant>(
         normalize_mean: card.normalize_mean.clone(),
         normalize_std: card.normalize_std.clone(),
         trainer_state_json: None,
+        class_names: card.class_names.clone(),
     };
     // The same checks a reader makes: a card that does not fit the model
     // is refused here, not when the file is read back.

@@ -22,6 +22,7 @@ use std::path::PathBuf;
 use candle_core::{Device, Tensor};
 
 use crate::error::{DataError, Result};
+use crate::folder::{channel_statistics, FolderOptions};
 use crate::kind::DatasetKind;
 use crate::raw::{RawData, RawSplit};
 use crate::shuffle::validation_permutation;
@@ -42,10 +43,16 @@ pub struct DatasetConfig {
     /// Number of train items held out as the validation split (0: none).
     pub validation: usize,
     /// Per-channel `(mean, std)` of the `[0, 1]`-scaled pixels; one value
-    /// applies to every channel. `None`: [`DatasetKind::default_normalization`].
+    /// applies to every channel. `None`: [`DatasetKind::default_normalization`],
+    /// or for an image folder the statistics of its training split (after
+    /// the validation hold-out).
     pub normalization: Option<(Vec<f32>, Vec<f32>)>,
-    /// Seed of the validation hold-out permutation.
+    /// Seed of the validation hold-out permutation (and of an image
+    /// folder's test hold-out).
     pub split_seed: u64,
+    /// How to read an image folder ([`DatasetKind::Folder`] only; its
+    /// `split_seed` is replaced by the one above).
+    pub folder: FolderOptions,
 }
 
 impl DatasetConfig {
@@ -62,6 +69,8 @@ impl DatasetConfig {
 #[derive(Debug, Clone)]
 pub struct Dataset {
     kind: DatasetKind,
+    image_shape: (usize, usize, usize),
+    class_names: Option<Vec<String>>,
     train: Split,
     validation: Option<Split>,
     test: Split,
@@ -77,6 +86,20 @@ impl Dataset {
         let raw = match (&config.data_dir, config.kind) {
             (None, DatasetKind::Mnist) => crate::mnist::load_default_mnist()?,
             (None, kind) => return Err(DataError::DataDirRequired(kind)),
+            (Some(dir), DatasetKind::Folder) => {
+                let options = FolderOptions {
+                    split_seed: config.split_seed,
+                    ..config.folder.clone()
+                };
+                let folder = crate::folder::load_folder(dir, &options)?;
+                return Self::from_raw_described(
+                    folder.raw,
+                    folder.image_shape,
+                    Some(folder.class_names),
+                    config,
+                    device,
+                );
+            }
             (Some(dir), kind) if kind.is_idx() => crate::mnist::load_idx_dir(dir)?,
             (Some(dir), DatasetKind::Cifar10) => crate::cifar::load_cifar10_dir(dir)?,
             (Some(dir), _) => crate::cifar::load_cifar100_dir(dir)?,
@@ -86,12 +109,41 @@ impl Dataset {
 
     /// Builds the dataset from raw bytes laid out as `config.kind` says
     /// (`[N, C, H, W]` pixels, labels below its number of classes);
-    /// `config.data_dir` is ignored.
+    /// `config.data_dir` is ignored. An image folder has no fixed layout:
+    /// see [`Dataset::from_raw_described`].
     pub fn from_raw(raw: RawData, config: &DatasetConfig, device: &Device) -> Result<Self> {
-        let (mean, std) = check_config(config)?;
+        let shape = config.kind.image_shape().ok_or_else(|| {
+            DataError::InvalidArgument(format!(
+                "{} has no fixed image shape: build it with Dataset::from_raw_described",
+                config.kind
+            ))
+        })?;
+        Self::from_raw_described(raw, shape, None, config, device)
+    }
+
+    /// Builds the dataset from raw bytes of images of `image_shape`, with
+    /// `class_names` (labels below their number) or, without them, the
+    /// classes of `config.kind`.
+    pub fn from_raw_described(
+        raw: RawData,
+        image_shape: (usize, usize, usize),
+        class_names: Option<Vec<String>>,
+        config: &DatasetConfig,
+        device: &Device,
+    ) -> Result<Self> {
+        check_config(config)?;
         let kind = config.kind;
-        check_raw(kind, "train", &raw.train)?;
-        check_raw(kind, "test", &raw.test)?;
+        let num_classes = match (&class_names, kind.num_classes()) {
+            (Some(names), _) => names.len(),
+            (None, Some(n)) => n,
+            (None, None) => {
+                return Err(DataError::InvalidArgument(format!(
+                    "{kind} needs its class names"
+                )))
+            }
+        };
+        check_raw(kind, image_shape, num_classes, "train", &raw.train)?;
+        check_raw(kind, image_shape, num_classes, "test", &raw.test)?;
         let n_train = raw.train.len();
         if config.validation >= n_train {
             return Err(DataError::InvalidConfig(format!(
@@ -99,18 +151,38 @@ impl Dataset {
                 config.validation
             )));
         }
-        let normalize = Normalizer::new(kind, &mean, &std);
-
-        let (train_indices, validation) = if config.validation == 0 {
-            ((0..n_train).collect::<Vec<_>>(), None)
+        let (train_indices, held_out) = if config.validation == 0 {
+            ((0..n_train).collect::<Vec<_>>(), Vec::new())
         } else {
             let order = validation_permutation(n_train, config.split_seed);
             let mut held_out = order[..config.validation].to_vec();
             let mut kept = order[config.validation..].to_vec();
             held_out.sort_unstable();
             kept.sort_unstable();
-            let validation = normalize.split(&raw.train, &held_out, device)?;
-            (kept, Some(validation))
+            (kept, held_out)
+        };
+        let (mean, std) = normalization(config, image_shape.0, || {
+            // Statistics of the training items only (never the validation
+            // or test ones).
+            let image_len = image_shape.0 * image_shape.1 * image_shape.2;
+            let kept = RawSplit {
+                pixels: train_indices
+                    .iter()
+                    .flat_map(|&i| {
+                        raw.train.pixels[i * image_len..(i + 1) * image_len]
+                            .iter()
+                            .copied()
+                    })
+                    .collect(),
+                labels: train_indices.iter().map(|&i| raw.train.labels[i]).collect(),
+            };
+            channel_statistics(&kept, image_shape.0)
+        })?;
+        let normalize = Normalizer::new(image_shape, &mean, &std);
+        let validation = if held_out.is_empty() {
+            None
+        } else {
+            Some(normalize.split(&raw.train, &held_out, device)?)
         };
         let train_len = config
             .train_limit
@@ -123,6 +195,8 @@ impl Dataset {
         let test = normalize.split(&raw.test, &test_indices, device)?;
         Ok(Self {
             kind,
+            image_shape,
+            class_names,
             train,
             validation,
             test,
@@ -138,12 +212,21 @@ impl Dataset {
 
     /// Number of classes.
     pub fn num_classes(&self) -> usize {
-        self.kind.num_classes()
+        match &self.class_names {
+            Some(names) => names.len(),
+            None => self.kind.num_classes().unwrap_or(0),
+        }
+    }
+
+    /// The class names, where the data has them (an image folder's
+    /// directory names); label `i` is the `i`-th.
+    pub fn class_names(&self) -> Option<&[String]> {
+        self.class_names.as_deref()
     }
 
     /// `(C, H, W)` of one image.
     pub fn image_shape(&self) -> (usize, usize, usize) {
-        self.kind.image_shape()
+        self.image_shape
     }
 
     /// The training split (without the validation hold-out).
@@ -173,8 +256,8 @@ impl Dataset {
     }
 }
 
-/// Validates `config` and returns its normalisation expanded to one entry per channel.
-fn check_config(config: &DatasetConfig) -> Result<(Vec<f32>, Vec<f32>)> {
+/// Validates `config`'s limits.
+fn check_config(config: &DatasetConfig) -> Result<()> {
     let invalid = |message: String| Err(DataError::InvalidConfig(message));
     if config.train_limit == Some(0) {
         return invalid("train_limit must be at least 1".to_string());
@@ -182,11 +265,22 @@ fn check_config(config: &DatasetConfig) -> Result<(Vec<f32>, Vec<f32>)> {
     if config.test_limit == Some(0) {
         return invalid("test_limit must be at least 1".to_string());
     }
-    let (channels, _, _) = config.kind.image_shape();
-    let (mean, std) = config
-        .normalization
-        .clone()
-        .unwrap_or_else(|| config.kind.default_normalization());
+    Ok(())
+}
+
+/// `config`'s normalisation (or the dataset's default, or `statistics()`
+/// when it has none) expanded to one entry per channel, and checked.
+fn normalization(
+    config: &DatasetConfig,
+    channels: usize,
+    statistics: impl FnOnce() -> (Vec<f32>, Vec<f32>),
+) -> Result<(Vec<f32>, Vec<f32>)> {
+    let invalid = |message: String| Err(DataError::InvalidConfig(message));
+    let (mean, std) = match (&config.normalization, config.kind.default_normalization()) {
+        (Some(given), _) => given.clone(),
+        (None, Some(default)) => default,
+        (None, None) => statistics(),
+    };
     let expand = |values: Vec<f32>, what: &str| -> Result<Vec<f32>> {
         match values.len() {
             1 => Ok(vec![values[0]; channels]),
@@ -208,9 +302,14 @@ fn check_config(config: &DatasetConfig) -> Result<(Vec<f32>, Vec<f32>)> {
     Ok((mean, std))
 }
 
-/// Checks a raw split's sizes and labels against `kind`.
-fn check_raw(kind: DatasetKind, name: &str, split: &RawSplit) -> Result<()> {
-    let (c, h, w) = kind.image_shape();
+/// Checks a raw split's sizes and labels against its shape and classes.
+fn check_raw(
+    kind: DatasetKind,
+    (c, h, w): (usize, usize, usize),
+    num_classes: usize,
+    name: &str,
+    split: &RawSplit,
+) -> Result<()> {
     let image_len = c * h * w;
     let invalid = |message: String| Err(DataError::InvalidArgument(message));
     if split.is_empty() {
@@ -227,12 +326,11 @@ fn check_raw(kind: DatasetKind, name: &str, split: &RawSplit) -> Result<()> {
     if let Some(index) = split
         .labels
         .iter()
-        .position(|&l| usize::from(l) >= kind.num_classes())
+        .position(|&l| usize::from(l) >= num_classes)
     {
         return invalid(format!(
-            "the {kind} {name} split has label {} at item {index}, but {kind} has {} classes",
+            "the {kind} {name} split has label {} at item {index}, but {kind} has {num_classes} classes",
             split.labels[index],
-            kind.num_classes()
         ));
     }
     Ok(())
@@ -248,8 +346,7 @@ struct Normalizer {
 }
 
 impl Normalizer {
-    fn new(kind: DatasetKind, mean: &[f32], std: &[f32]) -> Self {
-        let shape = kind.image_shape();
+    fn new(shape: (usize, usize, usize), mean: &[f32], std: &[f32]) -> Self {
         let (c, h, w) = shape;
         let table = (0..c)
             .flat_map(|ch| (0..256).map(move |p| (p as f32 / 255.0 - mean[ch]) / std[ch]))

@@ -131,7 +131,7 @@ pub enum DataError {
 
     /// A dataset name that [`crate::DatasetKind`] does not know.
     #[error(
-        "unknown dataset {0:?}; expected one of mnist, fashion-mnist, kmnist, cifar10, cifar100"
+        "unknown dataset {0:?}; expected one of mnist, fashion-mnist, kmnist, cifar10, cifar100, folder"
     )]
     UnknownDataset(String),
 

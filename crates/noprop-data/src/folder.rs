@@ -495,11 +495,13 @@ mod tests {
         write(&dir.path().join("train/x/0.png"), 8, 8, 255, true);
         write(&dir.path().join("train/y/0.png"), 6, 6, 10, false);
         write(&dir.path().join("test/x/0.png"), 5, 7, 255, true);
+        write(&dir.path().join("test/y/0.JPG"), 9, 9, 10, false);
         let options = FolderOptions {
             image_size: Some(4),
             ..FolderOptions::default()
         };
         let data = load_folder(dir.path(), &options).unwrap();
+        assert_eq!(data.raw.test.labels, [0, 1]);
         // Colour because one training image is: planes R, G, B.
         assert_eq!(data.image_shape, (3, 4, 4));
         let first = &data.raw.train.pixels[..48];

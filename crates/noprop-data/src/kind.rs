@@ -26,16 +26,20 @@ pub enum DatasetKind {
     Cifar10,
     /// Natural images, 32x32 colour, 100 fine classes (CIFAR binary version).
     Cifar100,
+    /// A folder of images, one directory per class ([`crate::folder`]): its
+    /// shape and classes are the data's own.
+    Folder,
 }
 
 impl DatasetKind {
     /// Every kind, in the order of the enum.
-    pub const ALL: [DatasetKind; 5] = [
+    pub const ALL: [DatasetKind; 6] = [
         DatasetKind::Mnist,
         DatasetKind::FashionMnist,
         DatasetKind::Kmnist,
         DatasetKind::Cifar10,
         DatasetKind::Cifar100,
+        DatasetKind::Folder,
     ];
 
     /// The name used on the command line and in configs.
@@ -46,23 +50,28 @@ impl DatasetKind {
             DatasetKind::Kmnist => "kmnist",
             DatasetKind::Cifar10 => "cifar10",
             DatasetKind::Cifar100 => "cifar100",
+            DatasetKind::Folder => "folder",
         }
     }
 
-    /// Number of classes (CIFAR-100: the fine labels).
-    pub fn num_classes(self) -> usize {
+    /// Number of classes (CIFAR-100: the fine labels); `None` for an image
+    /// folder, whose classes are known once it is read
+    /// ([`crate::Dataset::num_classes`]).
+    pub fn num_classes(self) -> Option<usize> {
         match self {
-            DatasetKind::Cifar100 => 100,
-            _ => 10,
+            DatasetKind::Folder => None,
+            DatasetKind::Cifar100 => Some(100),
+            _ => Some(10),
         }
     }
 
-    /// `(channels, height, width)` of one image.
-    pub fn image_shape(self) -> (usize, usize, usize) {
-        if self.is_idx() {
-            (1, 28, 28)
-        } else {
-            (3, 32, 32)
+    /// `(channels, height, width)` of one image; `None` for an image folder
+    /// ([`crate::Dataset::image_shape`]).
+    pub fn image_shape(self) -> Option<(usize, usize, usize)> {
+        match self {
+            DatasetKind::Folder => None,
+            kind if kind.is_idx() => Some((1, 28, 28)),
+            _ => Some((3, 32, 32)),
         }
     }
 
@@ -74,15 +83,18 @@ impl DatasetKind {
         )
     }
 
-    /// Default per-channel `(mean, std)` of the `[0, 1]`-scaled pixels.
-    pub fn default_normalization(self) -> (Vec<f32>, Vec<f32>) {
-        match self {
+    /// Default per-channel `(mean, std)` of the `[0, 1]`-scaled pixels;
+    /// `None` for an image folder, whose statistics are computed from its
+    /// training split ([`crate::folder::channel_statistics`]).
+    pub fn default_normalization(self) -> Option<(Vec<f32>, Vec<f32>)> {
+        Some(match self {
             DatasetKind::Mnist => (vec![0.1307], vec![0.3081]),
             DatasetKind::FashionMnist => (vec![0.2860], vec![0.3530]),
             DatasetKind::Kmnist => (vec![0.1918], vec![0.3483]),
             DatasetKind::Cifar10 => (vec![0.4914, 0.4822, 0.4465], vec![0.2470, 0.2435, 0.2616]),
             DatasetKind::Cifar100 => (vec![0.5071, 0.4865, 0.4409], vec![0.2673, 0.2564, 0.2762]),
-        }
+            DatasetKind::Folder => return None,
+        })
     }
 }
 
@@ -110,6 +122,7 @@ impl FromStr for DatasetKind {
             "kmnist" => Ok(DatasetKind::Kmnist),
             "cifar10" => Ok(DatasetKind::Cifar10),
             "cifar100" => Ok(DatasetKind::Cifar100),
+            "folder" | "imagefolder" => Ok(DatasetKind::Folder),
             _ => Err(DataError::UnknownDataset(s.to_string())),
         }
     }
@@ -139,8 +152,12 @@ mod tests {
     #[test]
     fn normalization_has_one_entry_per_channel() {
         for kind in DatasetKind::ALL {
-            let (mean, std) = kind.default_normalization();
-            let (channels, _, _) = kind.image_shape();
+            let Some((mean, std)) = kind.default_normalization() else {
+                assert_eq!(kind, DatasetKind::Folder);
+                assert_eq!(kind.image_shape(), None);
+                continue;
+            };
+            let (channels, _, _) = kind.image_shape().unwrap();
             assert_eq!(mean.len(), channels, "{kind}");
             assert_eq!(std.len(), channels, "{kind}");
         }

@@ -37,6 +37,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use noprop_core::{InferenceOptions, InferenceSettings, LrSchedule, OdeSolver};
+use noprop_data::folder::FolderOptions;
 use noprop_data::{DatasetConfig, DatasetKind};
 use serde::{Deserialize, Serialize};
 use toml::{Table, Value};
@@ -108,7 +109,8 @@ impl Default for RunConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DataConfig {
-    /// mnist, fashion-mnist, kmnist, cifar10 or cifar100.
+    /// mnist, fashion-mnist, kmnist, cifar10, cifar100, or folder (a
+    /// directory of images, one subdirectory per class, in `dir`).
     pub dataset: String,
     /// Directory of the dataset's files; unset for MNIST means the copy
     /// embedded in the binary.
@@ -133,6 +135,18 @@ pub struct DataConfig {
     pub std: Option<Vec<f32>>,
     /// Drop the last, smaller batch of each epoch.
     pub drop_last: bool,
+    /// Folder datasets: resize every image to this side (unset: every image
+    /// must already have one square size).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_size: Option<usize>,
+    /// Folder datasets: 1 (grey) or 3 (RGB); unset: RGB if any training
+    /// image has colour.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channels: Option<usize>,
+    /// Folder datasets without a train/ and test/ directory: the fraction
+    /// of each class held out as the test split (unset: 0.2).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_fraction: Option<f64>,
 }
 
 impl Default for DataConfig {
@@ -147,6 +161,9 @@ impl Default for DataConfig {
             mean: None,
             std: None,
             drop_last: false,
+            image_size: None,
+            channels: None,
+            test_fraction: None,
         }
     }
 }
@@ -166,6 +183,7 @@ impl DataConfig {
             (Some(mean), Some(std)) => Some((mean.clone(), std.clone())),
             _ => bail!("data.mean and data.std must be given together"),
         };
+        let defaults = FolderOptions::default();
         Ok(DatasetConfig {
             kind: self.kind()?,
             data_dir: self.dir.clone(),
@@ -174,6 +192,12 @@ impl DataConfig {
             validation: self.validation,
             normalization,
             split_seed: self.split_seed,
+            folder: FolderOptions {
+                image_size: self.image_size,
+                channels: self.channels,
+                test_fraction: self.test_fraction.unwrap_or(defaults.test_fraction),
+                split_seed: self.split_seed,
+            },
         })
     }
 }
@@ -405,9 +429,13 @@ impl RunConfig {
             }
         }
         let kind = self.data.kind()?;
-        let channels = kind.image_shape().0;
+        // A folder's channels are its images' (or data.channels).
+        let channels = match kind.image_shape() {
+            Some((c, _, _)) => Some(c),
+            None => self.data.channels,
+        };
         for (name, values) in [("data.mean", &self.data.mean), ("data.std", &self.data.std)] {
-            if let Some(v) = values {
+            if let (Some(v), Some(channels)) = (values, channels) {
                 if v.len() != 1 && v.len() != channels {
                     bail!(
                         "{name} has {} values; {kind} has {channels} channel(s)",
@@ -415,6 +443,32 @@ impl RunConfig {
                     );
                 }
             }
+        }
+        if kind != DatasetKind::Folder {
+            for (name, set) in [
+                ("data.image_size", self.data.image_size.is_some()),
+                ("data.channels", self.data.channels.is_some()),
+                ("data.test_fraction", self.data.test_fraction.is_some()),
+            ] {
+                if set {
+                    bail!("{name} applies to image folders (data.dataset = \"folder\") only, not {kind}");
+                }
+            }
+        } else if self.data.dir.is_none() {
+            bail!("data.dataset = \"folder\" needs the folder: set data.dir (--data-dir DIR)");
+        }
+        if let Some(f) = self.data.test_fraction {
+            if !(f > 0.0 && f < 1.0) {
+                bail!("data.test_fraction = {f}: must be between 0 and 1 (exclusive)");
+            }
+        }
+        if let Some(c) = self.data.channels {
+            if c != 1 && c != 3 {
+                bail!("data.channels = {c}: images are read as grey (1) or RGB (3)");
+            }
+        }
+        if self.data.image_size == Some(0) {
+            bail!("data.image_size must be at least 1");
         }
         if let Some(std) = &self.data.std {
             if std.iter().any(|s| !s.is_finite() || *s <= 0.0) {

@@ -22,6 +22,9 @@ pub const OPTIONAL_KEYS: &[&str] = &[
     "data.test_limit",
     "data.mean",
     "data.std",
+    "data.image_size",
+    "data.channels",
+    "data.test_fraction",
     "eval.steps",
     "eval.solver",
     "eval.deterministic",
@@ -69,7 +72,7 @@ pub const MEANINGS: &[(&str, &str)] = &[
     ),
     (
         "data.dataset",
-        "`mnist`, `fashion-mnist`, `kmnist`, `cifar10` or `cifar100`.",
+        "`mnist`, `fashion-mnist`, `kmnist`, `cifar10`, `cifar100`, or `folder`: a directory of images, one subdirectory per class (`DIR/train/<class>/`, `DIR/test/<class>/`, or one tree `DIR/<class>/`), in `data.dir`.",
     ),
     (
         "data.dir",
@@ -93,7 +96,19 @@ pub const MEANINGS: &[(&str, &str)] = &[
     ),
     (
         "data.mean",
-        "Per-channel mean of the [0, 1] pixels for normalisation; unset: the dataset's.",
+        "Per-channel mean of the [0, 1] pixels for normalisation; unset: the dataset's (a folder's: measured on its training images).",
+    ),
+    (
+        "data.image_size",
+        "Folder datasets: resize every image to this side (bilinear); unset: every image must already have one square size.",
+    ),
+    (
+        "data.channels",
+        "Folder datasets: 1 (grey) or 3 (RGB); unset: RGB if any training image has colour.",
+    ),
+    (
+        "data.test_fraction",
+        "Folder datasets with one tree: the fraction of each class held out as the test split (seeded by `data.split_seed`); unset: 0.2.",
     ),
     (
         "data.std",

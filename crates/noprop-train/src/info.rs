@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use candle_core::Device;
 use noprop_core::params::is_buffer;
 use noprop_core::{ModelSpec, ParamStore, ScheduleTable};
@@ -160,11 +160,23 @@ pub fn run(args: &InfoArgs) -> Result<()> {
             }
             let config = RunConfig::load(args.config.as_deref(), &overrides, &Sections)?;
             let data_kind = config.data.kind()?;
-            let (c, h, _) = data_kind.image_shape();
-            let spec = ModelSpec {
-                in_channels: c,
-                image_size: h,
-                num_classes: data_kind.num_classes(),
+            let spec = match (data_kind.image_shape(), data_kind.num_classes()) {
+                (Some((c, h, _)), Some(num_classes)) => ModelSpec {
+                    in_channels: c,
+                    image_size: h,
+                    num_classes,
+                },
+                // An image folder's shape and classes are its images'.
+                _ => {
+                    let data = noprop_data::Dataset::load(&config.data.dataset_config()?, &device)
+                        .with_context(|| format!("cannot read the {data_kind} data"))?;
+                    let (c, h, _) = data.image_shape();
+                    ModelSpec {
+                        in_channels: c,
+                        image_size: h,
+                        num_classes: data.num_classes(),
+                    }
+                }
             };
             let entry = registry::find(&config.variant)?;
             let (model, source) = if entry.uses_prototypes(config.variant_section()?)? {

@@ -1,6 +1,6 @@
 //! `noprop predict`: classify image files with a checkpoint.
 //!
-//! Each image (any format the `image` crate is built for here: PNG) is
+//! Each image (PNG or JPEG) is
 //! converted to the model's channels (grey: luma; colour: RGB), resized to
 //! the model's `image_size` x `image_size` (bilinear), scaled to [0, 1] and
 //! normalised per channel like the training data,
@@ -52,7 +52,7 @@ pub fn load_image(
             MAX_IMAGE_BYTES >> 20
         ),
         e => anyhow::Error::new(e)
-            .context(format!("{} is not a readable image (PNG expected)", path.display())),
+            .context(format!("{} is not a readable image (PNG or JPEG expected)", path.display())),
     })?;
     let size = spec.image_size as u32;
     let channels = spec.in_channels;
@@ -107,20 +107,28 @@ pub fn run(args: &PredictArgs) -> Result<()> {
                         best
                     }
                 });
+        let name = card.class_names.as_ref().map(|_| card.class_name(class));
         if args.json {
-            results.push(json!({
+            let mut result = json!({
                 "file": path.display().to_string(),
                 "class": class,
                 "probability": p,
                 "probabilities": probs,
-            }));
+            });
+            if let Some(name) = &name {
+                result["class_name"] = json!(name);
+            }
+            results.push(result);
         } else {
             let list: Vec<String> = probs
                 .iter()
                 .enumerate()
-                .map(|(i, p)| format!("{i}: {p:.3}"))
+                .map(|(i, p)| format!("{}: {p:.3}", card.class_name(i)))
                 .collect();
-            println!("{}: class {class} (p = {p:.3})", path.display());
+            match &name {
+                Some(name) => println!("{}: {name} (class {class}, p = {p:.3})", path.display()),
+                None => println!("{}: class {class} (p = {p:.3})", path.display()),
+            }
             println!("  probabilities {}", list.join(", "));
         }
     }

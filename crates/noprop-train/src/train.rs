@@ -163,6 +163,8 @@ pub struct RunData<'a> {
     /// Per-channel normalisation, stored in checkpoints for `predict`.
     pub mean: Vec<f32>,
     pub std: Vec<f32>,
+    /// The class names, where the data has them (stored in checkpoints).
+    pub class_names: Option<Vec<String>>,
 }
 
 /// How a run ended (other than by an error).
@@ -485,6 +487,7 @@ impl Trainer<'_> {
             normalize_mean: self.data.mean.clone(),
             normalize_std: self.data.std.clone(),
             trainer_state_json: Some(serde_json::to_string(state)?),
+            class_names: self.data.class_names.clone(),
         })
     }
 
@@ -584,6 +587,7 @@ mod tests {
                     spec: blob_spec(),
                     mean: vec![0.0],
                     std: vec![1.0],
+                    class_names: None,
                 },
                 stop,
                 progress: false,

@@ -132,6 +132,7 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
             spec,
             mean: mean.to_vec(),
             std: std.to_vec(),
+            class_names: dataset.class_names().map(<[String]>::to_vec),
         },
         stop: Some(&stop),
         progress: !args.no_progress,

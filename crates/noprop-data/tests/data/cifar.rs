@@ -67,7 +67,7 @@ fn cifar10_default_normalisation_is_per_channel() {
         ..DatasetConfig::new(DatasetKind::Cifar10)
     };
     let dataset = Dataset::load(&config, &Device::Cpu).unwrap();
-    let (mean, std) = DatasetKind::Cifar10.default_normalization();
+    let (mean, std) = DatasetKind::Cifar10.default_normalization().unwrap();
     assert_eq!(dataset.normalization(), (mean.as_slice(), std.as_slice()));
     // Closed form x = (p / 255 - mean[c]) / std[c] for test item 21's first pixel.
     let item = dataset
