@@ -15,7 +15,8 @@
 //! same folder always gives the same data. The test split's classes must be
 //! among the training split's.
 //!
-//! Every image is decoded once, converted to `channels` (grey: luma;
+//! Every image's header is read first (its size and colour), then each
+//! image is decoded once, converted to `channels` (grey: luma;
 //! colour: RGB) and resized to `image_size` x `image_size` (bilinear, the
 //! aspect ratio is not kept: the models take square images) when a size is
 //! given; without one, every image must already have the same square size.
@@ -143,9 +144,9 @@ fn bad(path: &Path, message: String) -> DataError {
     }
 }
 
-/// Decodes one image, its header's size checked before its pixels are
-/// allocated.
-fn decode(path: &Path) -> Result<DynamicImage> {
+/// A reader of one image, with the size limits that keep a hostile header
+/// from allocating without bound.
+fn reader(path: &Path) -> Result<image::ImageReader<std::io::BufReader<std::fs::File>>> {
     let io = |cause: std::io::Error| DataError::Io {
         path: path.to_path_buf(),
         cause,
@@ -159,9 +160,26 @@ fn decode(path: &Path) -> Result<DynamicImage> {
     limits.max_image_height = Some(MAX_IMAGE_SIDE);
     limits.max_alloc = Some(MAX_IMAGE_BYTES);
     reader.limits(limits);
-    reader
-        .decode()
-        .map_err(|e| bad(path, format!("not a readable image: {e}")))
+    Ok(reader)
+}
+
+fn unreadable(path: &Path, e: image::ImageError) -> DataError {
+    bad(path, format!("not a readable image: {e}"))
+}
+
+/// An image's `(width, height)` and whether it has colour, from its header
+/// alone (no pixels decoded).
+fn header(path: &Path) -> Result<((u32, u32), bool)> {
+    use image::ImageDecoder;
+    let decoder = reader(path)?
+        .into_decoder()
+        .map_err(|e| unreadable(path, e))?;
+    Ok((decoder.dimensions(), decoder.color_type().has_color()))
+}
+
+/// Decodes one image.
+fn decode(path: &Path) -> Result<DynamicImage> {
+    reader(path)?.decode().map_err(|e| unreadable(path, e))
 }
 
 /// Image files with their labels, in the order they are stored.
@@ -275,13 +293,15 @@ pub fn load_folder(dir: &Path, options: &FolderOptions) -> Result<FolderData> {
         }
     }
     let (train, test, class_names) = layout(dir, options)?;
-    let decode_all = |listed: &Listed| -> Result<Vec<DynamicImage>> {
-        listed.iter().map(|(p, _)| decode(p)).collect()
+    // Headers first (sizes, colour), so that an image is decoded only when
+    // its bytes are needed and memory holds one decoded image at a time.
+    let headers = |listed: &Listed| -> Result<Vec<((u32, u32), bool)>> {
+        listed.iter().map(|(p, _)| header(p)).collect()
     };
-    let train_images = decode_all(&train)?;
-    let test_images = decode_all(&test)?;
+    let train_headers = headers(&train)?;
+    let test_headers = headers(&test)?;
     let channels = options.channels.unwrap_or_else(|| {
-        if train_images.iter().any(|i| i.color().has_color()) {
+        if train_headers.iter().any(|(_, colour)| *colour) {
             3
         } else {
             1
@@ -289,22 +309,22 @@ pub fn load_folder(dir: &Path, options: &FolderOptions) -> Result<FolderData> {
     });
     let side = match options.image_size {
         Some(s) => s,
-        None => common_side(&train, &train_images, &test, &test_images)?,
+        None => common_side(&train, &train_headers, &test, &test_headers)?,
     };
-    let split = |listed: &Listed, images: Vec<DynamicImage>| -> RawSplit {
+    let split = |listed: &Listed| -> Result<RawSplit> {
         let mut pixels = Vec::with_capacity(listed.len() * channels * side * side);
-        for image in images {
-            pixels.extend(planar(image, channels, side as u32));
+        for (path, _) in listed {
+            pixels.extend(planar(decode(path)?, channels, side as u32));
         }
-        RawSplit {
+        Ok(RawSplit {
             pixels,
             labels: listed.iter().map(|(_, l)| *l).collect(),
-        }
+        })
     };
     Ok(FolderData {
         raw: RawData {
-            train: split(&train, train_images),
-            test: split(&test, test_images),
+            train: split(&train)?,
+            test: split(&test)?,
         },
         image_shape: (channels, side, side),
         class_names,
@@ -314,16 +334,16 @@ pub fn load_folder(dir: &Path, options: &FolderOptions) -> Result<FolderData> {
 /// The one square size of every image, or an error naming two that differ.
 fn common_side(
     train: &Listed,
-    train_images: &[DynamicImage],
+    train_headers: &[((u32, u32), bool)],
     test: &Listed,
-    test_images: &[DynamicImage],
+    test_headers: &[((u32, u32), bool)],
 ) -> Result<usize> {
     let mut all = train
         .iter()
-        .zip(train_images)
-        .chain(test.iter().zip(test_images));
-    let ((first_path, _), first) = all.next().expect("a tree holds at least one image");
-    let size = (first.width(), first.height());
+        .zip(train_headers)
+        .chain(test.iter().zip(test_headers))
+        .map(|((path, _), (size, _))| (path, *size));
+    let (first_path, size) = all.next().expect("a tree holds at least one image");
     if size.0 != size.1 {
         return Err(bad(
             first_path,
@@ -333,14 +353,12 @@ fn common_side(
             ),
         ));
     }
-    for ((path, _), image) in all {
-        if (image.width(), image.height()) != size {
+    for (path, (width, height)) in all {
+        if (width, height) != size {
             return Err(bad(
                 path,
                 format!(
-                    "is {}x{} pixels but {} is {}x{}: set the image size (data.image_size) to resize them all",
-                    image.width(),
-                    image.height(),
+                    "is {width}x{height} pixels but {} is {}x{}: set the image size (data.image_size) to resize them all",
                     first_path.display(),
                     size.0,
                     size.1
