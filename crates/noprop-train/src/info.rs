@@ -91,6 +91,9 @@ pub struct CheckpointInfo {
     pub normalize_std: Vec<f32>,
     /// A training checkpoint's trainer state.
     pub trainer_state: Option<Value>,
+    /// The class names, where the training data had them (image folders).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_names: Option<Vec<String>>,
 }
 
 /// The group a variable belongs to: its first name component, with the
@@ -251,6 +254,9 @@ pub fn run(args: &InfoArgs) -> Result<()> {
             "  normalisation mean {:?} std {:?}",
             meta.normalize_mean, meta.normalize_std
         );
+        if let Some(names) = &meta.class_names {
+            println!("  classes {}", names.join(", "));
+        }
         if let Some(state) = &meta.trainer_state_json {
             println!("  trainer state {state}");
         }
@@ -359,6 +365,7 @@ fn checkpoint_info(meta: &CheckpointMeta) -> CheckpointInfo {
             .trainer_state_json
             .as_deref()
             .and_then(|s| serde_json::from_str::<Value>(s).ok()),
+        class_names: meta.class_names.clone(),
     }
 }
 
