@@ -64,10 +64,10 @@
 //! file's own metadata, so this crate alone is enough. [`ModelCard`] says
 //! how its inputs are normalised ([`ModelCard::normalize`] turns u8 pixels
 //! into the model's inputs exactly as in training). The crate's example
-//! `predict_from_checkpoint`:
+//! `ct_predict_from_checkpoint`:
 //!
 //! ```no_run
-#![doc = include_str!("../examples/predict_from_checkpoint.rs")]
+#![doc = include_str!("../examples/ct_predict_from_checkpoint.rs")]
 //! ```
 
 #![warn(missing_docs)]

@@ -1,20 +1,18 @@
 //! Loads a checkpoint (`noprop train`'s `last.safetensors`, an exported
-//! file, or one saved with `NoPropBackprop::save`) and classifies the first test
-//! images of its dataset. Inference: one stochastic run; `InferenceOptions { deterministic: Some(true), .. }` for the deterministic inference.
+//! file, or one saved with `NoPropCt::save`) and classifies the first test
+//! images of its dataset. Inference: the model's own ODE steps (1000 Euler steps by default).
 //!
-//! `cargo run --release -p noprop-backprop --example predict_from_checkpoint -- runs/backprop/last.safetensors`
+//! `cargo run --release -p noprop-ct --example ct_predict_from_checkpoint -- runs/ct/last.safetensors`
 
-use noprop_backprop::{
-    predict_proba, Device, InferenceSettings, ModelCard, NoPropBackprop, SeededRng,
-};
+use noprop_ct::{predict_proba, Device, InferenceSettings, ModelCard, NoPropCt, SeededRng};
 use noprop_data::{Dataset, DatasetConfig};
 
 fn main() -> anyhow::Result<()> {
     let path = std::env::args()
         .nth(1)
-        .unwrap_or("runs/backprop/last.safetensors".into());
+        .unwrap_or("runs/ct/last.safetensors".into());
     let device = Device::Cpu;
-    let model = NoPropBackprop::from_checkpoint(&path, &device)?;
+    let model = NoPropCt::from_checkpoint(&path, &device)?;
     let card = ModelCard::read(&path)?; // dataset, normalisation, epochs
     let data = DatasetConfig {
         train_limit: Some(1),

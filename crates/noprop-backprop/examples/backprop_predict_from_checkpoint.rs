@@ -1,18 +1,20 @@
 //! Loads a checkpoint (`noprop train`'s `last.safetensors`, an exported
-//! file, or one saved with `NoPropDt::save`) and classifies the first test
+//! file, or one saved with `NoPropBackprop::save`) and classifies the first test
 //! images of its dataset. Inference: one stochastic run; `InferenceOptions { deterministic: Some(true), .. }` for the deterministic inference.
 //!
-//! `cargo run --release -p noprop-dt --example predict_from_checkpoint -- runs/dt/last.safetensors`
+//! `cargo run --release -p noprop-backprop --example backprop_predict_from_checkpoint -- runs/backprop/last.safetensors`
 
+use noprop_backprop::{
+    predict_proba, Device, InferenceSettings, ModelCard, NoPropBackprop, SeededRng,
+};
 use noprop_data::{Dataset, DatasetConfig};
-use noprop_dt::{predict_proba, Device, InferenceSettings, ModelCard, NoPropDt, SeededRng};
 
 fn main() -> anyhow::Result<()> {
     let path = std::env::args()
         .nth(1)
-        .unwrap_or("runs/dt/last.safetensors".into());
+        .unwrap_or("runs/backprop/last.safetensors".into());
     let device = Device::Cpu;
-    let model = NoPropDt::from_checkpoint(&path, &device)?;
+    let model = NoPropBackprop::from_checkpoint(&path, &device)?;
     let card = ModelCard::read(&path)?; // dataset, normalisation, epochs
     let data = DatasetConfig {
         train_limit: Some(1),

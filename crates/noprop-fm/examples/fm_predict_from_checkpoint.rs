@@ -2,7 +2,7 @@
 //! file, or one saved with `NoPropFm::save`) and classifies the first test
 //! images of its dataset. Inference: the model's own ODE steps (1000 Euler steps by default).
 //!
-//! `cargo run --release -p noprop-fm --example predict_from_checkpoint -- runs/fm/last.safetensors`
+//! `cargo run --release -p noprop-fm --example fm_predict_from_checkpoint -- runs/fm/last.safetensors`
 
 use noprop_data::{Dataset, DatasetConfig};
 use noprop_fm::{predict_proba, Device, InferenceSettings, ModelCard, NoPropFm, SeededRng};

@@ -1,18 +1,18 @@
 //! Loads a checkpoint (`noprop train`'s `last.safetensors`, an exported
-//! file, or one saved with `NoPropCt::save`) and classifies the first test
-//! images of its dataset. Inference: the model's own ODE steps (1000 Euler steps by default).
+//! file, or one saved with `NoPropDt::save`) and classifies the first test
+//! images of its dataset. Inference: one stochastic run; `InferenceOptions { deterministic: Some(true), .. }` for the deterministic inference.
 //!
-//! `cargo run --release -p noprop-ct --example predict_from_checkpoint -- runs/ct/last.safetensors`
+//! `cargo run --release -p noprop-dt --example dt_predict_from_checkpoint -- runs/dt/last.safetensors`
 
-use noprop_ct::{predict_proba, Device, InferenceSettings, ModelCard, NoPropCt, SeededRng};
 use noprop_data::{Dataset, DatasetConfig};
+use noprop_dt::{predict_proba, Device, InferenceSettings, ModelCard, NoPropDt, SeededRng};
 
 fn main() -> anyhow::Result<()> {
     let path = std::env::args()
         .nth(1)
-        .unwrap_or("runs/ct/last.safetensors".into());
+        .unwrap_or("runs/dt/last.safetensors".into());
     let device = Device::Cpu;
-    let model = NoPropCt::from_checkpoint(&path, &device)?;
+    let model = NoPropDt::from_checkpoint(&path, &device)?;
     let card = ModelCard::read(&path)?; // dataset, normalisation, epochs
     let data = DatasetConfig {
         train_limit: Some(1),
