@@ -164,7 +164,16 @@ fn reader(path: &Path) -> Result<image::ImageReader<std::io::BufReader<std::fs::
 }
 
 fn unreadable(path: &Path, e: image::ImageError) -> DataError {
-    bad(path, format!("not a readable image: {e}"))
+    match e {
+        image::ImageError::Limits(_) => bad(
+            path,
+            format!(
+                "the image is too large to decode ({e}); at most {MAX_IMAGE_SIDE} x {MAX_IMAGE_SIDE} pixels and {} MiB",
+                MAX_IMAGE_BYTES >> 20
+            ),
+        ),
+        e => bad(path, format!("not a readable image (PNG or JPEG expected): {e}")),
+    }
 }
 
 /// An image's `(width, height)` and whether it has colour, from its header
@@ -177,8 +186,10 @@ fn header(path: &Path) -> Result<((u32, u32), bool)> {
     Ok((decoder.dimensions(), decoder.color_type().has_color()))
 }
 
-/// Decodes one image.
-fn decode(path: &Path) -> Result<DynamicImage> {
+/// Decodes one image (PNG or JPEG), its header's size checked against
+/// [`MAX_IMAGE_SIDE`] and [`MAX_IMAGE_BYTES`] before its pixels are
+/// allocated; errors name the file.
+pub fn decode_image(path: &Path) -> Result<DynamicImage> {
     reader(path)?.decode().map_err(|e| unreadable(path, e))
 }
 
@@ -314,7 +325,7 @@ pub fn load_folder(dir: &Path, options: &FolderOptions) -> Result<FolderData> {
     let split = |listed: &Listed| -> Result<RawSplit> {
         let mut pixels = Vec::with_capacity(listed.len() * channels * side * side);
         for (path, _) in listed {
-            pixels.extend(planar(decode(path)?, channels, side as u32));
+            pixels.extend(to_chw(decode_image(path)?, channels, side as u32));
         }
         Ok(RawSplit {
             pixels,
@@ -369,9 +380,9 @@ fn common_side(
     Ok(size.0 as usize)
 }
 
-/// `image` as `[C, S, S]` bytes: converted to grey or RGB, resized to
-/// `side` if needed.
-fn planar(image: DynamicImage, channels: usize, side: u32) -> Vec<u8> {
+/// `image` as `[C, S, S]` bytes (`channels` 1: luma, else RGB), resized to
+/// `side` x `side` (bilinear) if it is not that size already.
+pub fn to_chw(image: DynamicImage, channels: usize, side: u32) -> Vec<u8> {
     let resize = |w: u32, h: u32| w != side || h != side;
     let interleaved = if channels == 1 {
         let grey = image.to_luma8();

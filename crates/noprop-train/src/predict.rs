@@ -10,9 +10,8 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use candle_core::{Device, Tensor};
-use image::imageops::FilterType;
 use noprop_checkpoint::ModelCard;
 use noprop_core::variant::ModelSpec;
 use noprop_core::SeededRng;
@@ -23,53 +22,21 @@ use crate::eval::inference_settings;
 use crate::model::load_model;
 use crate::train::EVAL_STREAM;
 
-/// The widest and tallest image `predict` decodes.
-pub const MAX_IMAGE_SIDE: u32 = 16_384;
-/// The most memory one decoded image may take.
-pub const MAX_IMAGE_BYTES: u64 = 512 << 20;
-
-/// Reads `path` as one normalised image `[C, S, S]` for a model of `spec`.
+/// Reads `path` as one normalised image `[C, S, S]` for a model of `spec`
+/// (decoded with the image folders' decoder and its size limits).
 pub fn load_image(
     path: &Path,
     spec: ModelSpec,
     card: &ModelCard,
     device: &Device,
 ) -> Result<Tensor> {
-    let mut reader = image::ImageReader::open(path)
-        .with_context(|| format!("cannot read image {}", path.display()))?
-        .with_guessed_format()
-        .with_context(|| format!("cannot read image {}", path.display()))?;
-    // The header's size is checked before any pixel buffer is allocated.
-    let mut limits = image::Limits::default();
-    limits.max_image_width = Some(MAX_IMAGE_SIDE);
-    limits.max_image_height = Some(MAX_IMAGE_SIDE);
-    limits.max_alloc = Some(MAX_IMAGE_BYTES);
-    reader.limits(limits);
-    let image = reader.decode().map_err(|e| match e {
-        image::ImageError::Limits(_) => anyhow::anyhow!(
-            "{}: the image is too large to decode ({e}); predict takes at most {MAX_IMAGE_SIDE} x {MAX_IMAGE_SIDE} pixels and {} MiB",
-            path.display(),
-            MAX_IMAGE_BYTES >> 20
-        ),
-        e => anyhow::Error::new(e)
-            .context(format!("{} is not a readable image (PNG or JPEG expected)", path.display())),
-    })?;
-    let size = spec.image_size as u32;
     let channels = spec.in_channels;
-    let pixels: Vec<u8> = match channels {
-        1 => {
-            image::imageops::resize(&image.to_luma8(), size, size, FilterType::Triangle).into_raw()
-        }
-        3 => image::imageops::resize(&image.to_rgb8(), size, size, FilterType::Triangle).into_raw(),
-        c => bail!("models with {c} input channels are not supported by predict"),
-    };
-    let s = spec.image_size;
-    // Interleaved HWC bytes to CHW, normalised as the training data was.
-    let mut chw = vec![0u8; channels * s * s];
-    for (i, &p) in pixels.iter().enumerate() {
-        let (pixel, c) = (i / channels, i % channels);
-        chw[c * s * s + pixel] = p;
+    if channels != 1 && channels != 3 {
+        bail!("models with {channels} input channels are not supported by predict");
     }
+    let image = noprop_data::folder::decode_image(path)?;
+    let s = spec.image_size;
+    let chw = noprop_data::folder::to_chw(image, channels, s as u32);
     let pixels = Tensor::from_vec(chw, (1, channels, s, s), device)?;
     Ok(card.normalize(&pixels)?.squeeze(0)?)
 }
