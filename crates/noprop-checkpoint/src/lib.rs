@@ -46,6 +46,9 @@
 pub mod atomic;
 pub mod checkpoint;
 pub mod meta;
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub mod testing;
 pub mod variant_file;
 
 pub use atomic::write_atomic;
