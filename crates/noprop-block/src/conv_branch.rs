@@ -58,6 +58,17 @@ impl ConvBranch {
         self.conv1.num_parameters() + self.conv2.num_parameters() + self.conv3.num_parameters()
     }
 
+    /// The random words a training-mode [`ConvBranch::forward`] draws per
+    /// example: its three dropout masks, one word per element (none
+    /// without dropout).
+    pub fn dropout_words_per_example(&self) -> u64 {
+        if self.dropout <= 0.0 {
+            return 0;
+        }
+        let [s1, s2, s3] = self.layer_sides.map(|s| s as u64);
+        32 * s1 * s1 + 64 * s2 * s2 + 128 * s3 * s3
+    }
+
     /// `x [B, C, H, H]` -> `[B, 128 S^2]`.
     pub fn forward(&self, x: &Tensor, mode: &mut Mode) -> Result<Tensor> {
         let (c, h) = (self.in_channels, self.image_size);

@@ -167,6 +167,18 @@ impl DtBlock {
             + linear_parameters(&self.out)
     }
 
+    /// The random words a training-mode [`DtBlock::forward`] of `batch`
+    /// examples draws (its dropout masks): a caller that needs the numbers
+    /// drawn after a block's forward pass without running it skips these
+    /// ([`noprop_core::SeededRng::skip_words`]).
+    pub fn dropout_words(&self, batch: usize) -> u64 {
+        let latent = match &self.latent {
+            LatentBranch::Conv(encoder) => encoder.convs.dropout_words_per_example(),
+            LatentBranch::Mlp { .. } => 0,
+        };
+        batch as u64 * (self.image.convs.dropout_words_per_example() + latent)
+    }
+
     /// `x [B, C, H, H]`, `z [B, d]` -> logits `[B, m]`.
     pub fn forward(&self, x: &Tensor, z: &Tensor, mut mode: Mode) -> Result<Tensor> {
         let features = self.image_features(x, mode.reborrow())?;

@@ -326,3 +326,26 @@ fn ct_fm_logits_depend_on_time_and_accept_a_time_column() -> Result<()> {
     );
     Ok(())
 }
+
+/// `DtBlock::dropout_words` is what a training forward pass draws: skipping
+/// that many words leaves a generator where the forward pass leaves it (for
+/// an MLP and a convolutional latent branch, with and without dropout).
+/// 32*13*13 + 64*11*11 + 128*4*4 = 15,200 words per MNIST example.
+#[test]
+fn dt_dropout_words_are_what_a_training_pass_draws() {
+    for config in [
+        BlockConfig::for_mnist(10, 10),
+        BlockConfig::for_mnist(784, 10),
+        BlockConfig::for_mnist(10, 10).with_dropout(0.0),
+    ] {
+        let (_store, block) = dt(&config, 3);
+        let (x, z, _) = inputs(&config, 3, 4);
+        let mut ran = SeededRng::new(8);
+        block.forward(&x, &z, Mode::Train(&mut ran)).unwrap();
+        let mut skipped = SeededRng::new(8);
+        skipped.skip_words(block.dropout_words(3));
+        assert_eq!(ran.next_u64(), skipped.next_u64());
+    }
+    let (_store, block) = dt(&BlockConfig::for_mnist(10, 10), 3);
+    assert_eq!(block.dropout_words(2), 2 * 15_200);
+}

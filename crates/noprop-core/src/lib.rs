@@ -58,6 +58,7 @@
 
 #![warn(missing_docs)]
 
+pub mod distributed;
 pub mod embedding;
 pub mod inference;
 pub mod kl;
@@ -75,6 +76,7 @@ pub mod testing;
 pub mod time_embedding;
 pub mod variant;
 
+pub use distributed::{ProcessGroup, RowShard};
 pub use embedding::{ClassEmbedding, EmbeddingKind, EMBEDDING_WEIGHT};
 pub use inference::{InferenceSettings, RunAccuracy};
 pub use kl::{kl_prior, kl_prior_tensor};
@@ -90,6 +92,6 @@ pub use schedule::{
 };
 pub use time_embedding::SinusoidalTimeEmbedding;
 pub use variant::{
-    BuildVariant, InferenceOptions, ModelInit, ModelSpec, ScheduleTable, StepReport, Variant,
-    VariantConfig,
+    BuildVariant, InferenceOptions, ModelInit, ModelSpec, Parallelism, ScheduleTable, StepReport,
+    Variant, VariantConfig,
 };

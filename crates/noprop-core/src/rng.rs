@@ -8,8 +8,16 @@
 //!
 //! The whole state (seed, stream, word position) fits in 12 `u32` words, so a
 //! checkpoint can store it and a resumed run continues the same stream.
+//!
+//! A generator can stand for rows of a larger minibatch
+//! ([`SeededRng::set_row_shard`], data-parallel training): a per-example
+//! draw, a tensor whose first dimension is the shard's rows, then gives
+//! exactly those rows of what one process would draw for the whole batch,
+//! and leaves the stream where that process would.
 
 use candle_core::{Device, Result, Shape, Tensor};
+
+use crate::distributed::RowShard;
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
@@ -18,6 +26,9 @@ use rand_distr::StandardNormal;
 #[derive(Debug, Clone)]
 pub struct SeededRng {
     inner: ChaCha8Rng,
+    /// The rows of a larger minibatch this generator draws for (not part of
+    /// the saved state: the trainer sets it around each step).
+    shard: Option<RowShard>,
 }
 
 /// Number of `u32` words in [`SeededRng::state_words`].
@@ -28,6 +39,7 @@ impl SeededRng {
     pub fn new(seed: u64) -> Self {
         Self {
             inner: ChaCha8Rng::seed_from_u64(seed),
+            shard: None,
         }
     }
 
@@ -37,7 +49,7 @@ impl SeededRng {
     pub fn fork(&self, stream: u64) -> Self {
         let mut inner = ChaCha8Rng::from_seed(self.inner.get_seed());
         inner.set_stream(stream);
-        Self { inner }
+        Self { inner, shard: None }
     }
 
     /// The full state as `u32` words: 8 seed words, 2 stream words, 4 words of
@@ -74,7 +86,41 @@ impl SeededRng {
             pos |= (words[10 + i] as u128) << (32 * i);
         }
         inner.set_word_pos(pos);
-        Some(Self { inner })
+        Some(Self { inner, shard: None })
+    }
+
+    /// Makes this generator draw for `shard`'s rows of a minibatch (see
+    /// the module doc); `None` restores whole draws. A draw is per-example
+    /// when its tensor's first dimension is `shard.len` (every per-example
+    /// draw of a training step is batch-major) or, on the host, through
+    /// [`SeededRng::uniform_f64_rows`].
+    pub fn set_row_shard(&mut self, shard: Option<RowShard>) {
+        self.shard = shard.filter(|s| s.len < s.rows);
+    }
+
+    /// The shard set by [`SeededRng::set_row_shard`] (`None`: whole draws,
+    /// or a shard that is the whole batch).
+    pub fn row_shard(&self) -> Option<RowShard> {
+        self.shard
+    }
+
+    /// For a draw of `shape`: the shard and the values per row, when the
+    /// draw is per-example.
+    fn shard_for(&self, shape: &Shape) -> Option<(RowShard, usize)> {
+        let shard = self.shard?;
+        match shape.dims().first() {
+            Some(&rows) if rows == shard.len && rows > 0 => {
+                Some((shard, shape.elem_count() / rows))
+            }
+            _ => None,
+        }
+    }
+
+    /// Advances the stream by `words` 32-bit words (what drawing a dropout
+    /// mask of that many elements takes), without drawing them.
+    pub fn skip_words(&mut self, words: u64) {
+        let pos = self.inner.get_word_pos();
+        self.inner.set_word_pos(pos + u128::from(words));
     }
 
     /// The next 64 random bits.
@@ -109,10 +155,30 @@ impl SeededRng {
             .collect()
     }
 
+    /// `n` uniform draws in `[0, 1)` of 53 bits, one per example of a
+    /// batch of `n` (sharded like the tensor draws: with a shard of `n`
+    /// rows, the shard's rows of the whole batch's draws).
+    pub fn uniform_f64_rows(&mut self, n: usize) -> Vec<f64> {
+        match self.shard {
+            Some(s) if s.len == n && n > 0 => {
+                let all: Vec<f64> = (0..s.rows).map(|_| self.uniform_f64()).collect();
+                all[s.start..s.start + s.len].to_vec()
+            }
+            _ => (0..n).map(|_| self.uniform_f64()).collect(),
+        }
+    }
+
     /// An f32 tensor of standard normal draws.
     pub fn normal<S: Into<Shape>>(&mut self, shape: S, device: &Device) -> Result<Tensor> {
         let shape = shape.into();
-        let data = self.normal_vec(shape.elem_count());
+        let data = match self.shard_for(&shape) {
+            // Normal draws take a variable number of words: draw them all.
+            Some((s, per_row)) => {
+                let all = self.normal_vec(s.rows * per_row);
+                all[s.start * per_row..(s.start + s.len) * per_row].to_vec()
+            }
+            None => self.normal_vec(shape.elem_count()),
+        };
         Tensor::from_vec(data, shape, device)
     }
 
@@ -125,7 +191,13 @@ impl SeededRng {
         device: &Device,
     ) -> Result<Tensor> {
         let shape = shape.into();
-        let data = self.uniform_vec(shape.elem_count(), lo, hi);
+        let data = match self.shard_for(&shape) {
+            Some((s, per_row)) => {
+                let all = self.uniform_vec(s.rows * per_row, lo, hi);
+                all[s.start * per_row..(s.start + s.len) * per_row].to_vec()
+            }
+            None => self.uniform_vec(shape.elem_count(), lo, hi),
+        };
         Tensor::from_vec(data, shape, device)
     }
 
@@ -144,7 +216,15 @@ impl SeededRng {
         // `next_u32` per element, a test checks it).
         let threshold = (p as f64 * (1u64 << 24) as f64) as u32;
         let mut words = vec![0u32; shape.elem_count()];
-        self.inner.fill(&mut words[..]);
+        match self.shard_for(&shape) {
+            // One word per element: the other rows' words are skipped.
+            Some((s, per_row)) => {
+                self.skip_words((s.start * per_row) as u64);
+                self.inner.fill(&mut words[..]);
+                self.skip_words(((s.rows - s.start - s.len) * per_row) as u64);
+            }
+            None => self.inner.fill(&mut words[..]),
+        }
         // A plain loop into a second buffer: it vectorises, where collecting
         // in place into the words' buffer did not (perf on the CT/FM
         // training step: 0.8% vs 4.0% of the samples).
@@ -234,5 +314,75 @@ mod tests {
         let zeros = v.iter().filter(|&&x| x == 0.0).count() as f64 / v.len() as f64;
         assert!((zeros - 0.2).abs() < 0.01, "{zeros}");
         assert!(v.iter().all(|&x| x == 0.0 || (x - 1.25).abs() < 1e-6));
+    }
+
+    /// A sharded generator draws the shard's rows of what one generator
+    /// draws for the whole batch, for every kind of per-example draw, and
+    /// ends at the same stream position; draws of other shapes are whole.
+    #[test]
+    fn a_row_shard_draws_its_rows_of_the_whole_batch() {
+        let dev = Device::Cpu;
+        let rows_of = |t: &Tensor, start: usize, len: usize| {
+            t.narrow(0, start, len)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        };
+        for (start, len) in [(0usize, 3usize), (3, 4), (2, 2)] {
+            let mut whole = SeededRng::new(11);
+            let mut part = SeededRng::new(11);
+            part.set_row_shard(Some(RowShard {
+                rows: 7,
+                start,
+                len,
+            }));
+            let flat = |t: Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert_eq!(
+                flat(part.normal((len, 5), &dev).unwrap()),
+                rows_of(&whole.normal((7, 5), &dev).unwrap(), start, len)
+            );
+            assert_eq!(
+                flat(part.uniform(0.0, 1.0, len, &dev).unwrap()),
+                rows_of(&whole.uniform(0.0, 1.0, 7, &dev).unwrap(), start, len)
+            );
+            assert_eq!(
+                flat(part.dropout_mask(0.3, (len, 2, 3, 3), &dev).unwrap()),
+                rows_of(
+                    &whole.dropout_mask(0.3, (7, 2, 3, 3), &dev).unwrap(),
+                    start,
+                    len
+                )
+            );
+            assert_eq!(
+                part.uniform_f64_rows(len),
+                whole.uniform_f64_rows(7)[start..start + len].to_vec()
+            );
+            // Not per-example (first dimension not the shard's rows): whole.
+            assert_eq!(
+                flat(part.normal((9, 2), &dev).unwrap()),
+                flat(whole.normal((9, 2), &dev).unwrap())
+            );
+            assert_eq!(part.state_words(), whole.state_words());
+            assert_eq!(part.next_u64(), whole.next_u64());
+        }
+        // A shard of the whole batch is no shard.
+        let mut g = SeededRng::new(1);
+        g.set_row_shard(Some(RowShard {
+            rows: 4,
+            start: 0,
+            len: 4,
+        }));
+        assert_eq!(g.row_shard(), None);
+    }
+
+    #[test]
+    fn skipping_words_is_drawing_them() {
+        let mut a = SeededRng::new(5);
+        let mut b = SeededRng::new(5);
+        a.skip_words(37);
+        let _ = b.dropout_mask(0.5, 37, &Device::Cpu).unwrap();
+        assert_eq!(a.next_u64(), b.next_u64());
     }
 }

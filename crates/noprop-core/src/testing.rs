@@ -284,3 +284,159 @@ impl std::fmt::Display for FuzzReport {
         )
     }
 }
+
+/// Data parallelism checked against one process, for a variant whose
+/// [`Variant::join_group`] answers [`crate::Parallelism::Data`]. `make()`
+/// builds the same fresh model every time, `loss(model, images, labels,
+/// rng)` is its training loss on a batch (the tensor its step
+/// differentiates). With `ranks` threads as processes
+/// ([`crate::distributed::threads`]), each on its rows of the batch with
+/// the generator sharded:
+///
+/// 1. the gradients summed by [`crate::ProcessGroup::sum_gradients`] equal
+///    one process's gradient of the whole batch's loss, for every
+///    trainable variable, within `tolerance` times the largest magnitude of
+///    that variable's gradient; the rows' losses, weighted, sum to the
+///    whole batch's loss; and the generator ends where one process's does;
+/// 2. `steps` training steps leave every rank with bitwise the same
+///    variables (the sum reached every step), reporting the losses one
+///    process reports within `tolerance` (relative).
+///
+/// Panics with the first difference.
+pub fn data_parallel_matches_one_process<M, F, L>(
+    make: F,
+    loss: L,
+    images: &Tensor,
+    labels: &Tensor,
+    ranks: usize,
+    steps: usize,
+    tolerance: f64,
+) where
+    M: Variant,
+    F: Fn() -> M + Sync,
+    L: Fn(&M, &Tensor, &Tensor, &mut SeededRng) -> Tensor + Sync,
+{
+    use crate::distributed::{threads, RowShard};
+    use crate::Parallelism;
+
+    let host = |t: &Tensor| -> Vec<f64> {
+        t.flatten_all()
+            .and_then(|t| t.to_dtype(DType::F64))
+            .and_then(|t| t.to_vec1::<f64>())
+            .unwrap()
+    };
+    let bits = |m: &M| -> Vec<(String, Vec<f64>)> {
+        m.params()
+            .named_tensors()
+            .iter()
+            .map(|(n, t)| (n.clone(), host(t)))
+            .collect()
+    };
+
+    // One process: the whole batch's loss, gradient and generator state.
+    let one = make();
+    let mut rng = SeededRng::new(77);
+    let whole_loss = loss(&one, images, labels, &mut rng);
+    let whole_grads = whole_loss.backward().unwrap();
+    let whole_loss = host(&whole_loss)[0];
+    let rng_after = rng.state_words();
+    let params = one.params().trainable("");
+    let expected: Vec<Option<Vec<f64>>> = params
+        .iter()
+        .map(|(_, v)| whole_grads.get(v.as_tensor()).map(&host))
+        .collect();
+    assert!(
+        expected.iter().any(Option::is_some),
+        "no variable has a gradient"
+    );
+    let mut one = one;
+    let mut one_losses = Vec::new();
+    let mut rng = SeededRng::new(78);
+    for _ in 0..steps {
+        one_losses.push(one.train_step(images, labels, &mut rng).unwrap().loss);
+    }
+
+    let rows = images.dim(0).unwrap();
+    type RankResult = (
+        Vec<Option<Vec<f64>>>,
+        f64,
+        Vec<u32>,
+        Vec<(String, Vec<f64>)>,
+        Vec<f64>,
+    );
+    let results: Vec<RankResult> = std::thread::scope(|s| {
+        let handles: Vec<_> = threads::groups(ranks)
+            .into_iter()
+            .map(|group| {
+                let (make, loss) = (&make, &loss);
+                s.spawn(move || {
+                    let shard = RowShard::of(rows, group.rank(), group.size());
+                    let x = images.narrow(0, shard.start, shard.len).unwrap();
+                    let y = labels.narrow(0, shard.start, shard.len).unwrap();
+                    let mut m = make();
+                    let mut rng = SeededRng::new(77);
+                    rng.set_row_shard(Some(shard));
+                    let l = loss(&m, &x, &y, &mut rng);
+                    let mut grads = l.backward().unwrap();
+                    let params = m.params().trainable("");
+                    group
+                        .sum_gradients(&mut grads, &params, shard.weight())
+                        .unwrap();
+                    let mut total = [host(&l)[0] * shard.weight()];
+                    group.sum_f64(&mut total).unwrap();
+                    let summed = params
+                        .iter()
+                        .map(|(_, v)| grads.get(v.as_tensor()).map(&host))
+                        .collect();
+                    let rng_after = rng.state_words();
+
+                    assert_eq!(m.join_group(group).unwrap(), Parallelism::Data);
+                    let mut rng = SeededRng::new(78);
+                    let mut losses = Vec::new();
+                    for _ in 0..steps {
+                        rng.set_row_shard(Some(shard));
+                        losses.push(m.train_step(&x, &y, &mut rng).unwrap().loss);
+                        rng.set_row_shard(None);
+                    }
+                    (summed, total[0], rng_after, bits(&m), losses)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let first_model = &results[0].3;
+    for (rank, (summed, total, rng_state, model, losses)) in results.iter().enumerate() {
+        assert_eq!(
+            rng_state, &rng_after,
+            "rank {rank}: the generator is elsewhere"
+        );
+        let rel = |a: f64, b: f64| (a - b).abs() <= tolerance * (1.0 + b.abs());
+        assert!(
+            rel(*total, whole_loss),
+            "rank {rank}: loss {total}, one process {whole_loss}"
+        );
+        for (((name, _), got), want) in params.iter().zip(summed).zip(&expected) {
+            match (got, want) {
+                (Some(got), Some(want)) => {
+                    let scale = want.iter().fold(0f64, |m, v| m.max(v.abs()));
+                    for (i, (a, b)) in got.iter().zip(want).enumerate() {
+                        assert!(
+                            (a - b).abs() <= tolerance * scale + 1e-30,
+                            "rank {rank}: gradient of `{name}`[{i}] = {a}, one process {b} \
+                             (largest {scale})"
+                        );
+                    }
+                }
+                (None, None) => {}
+                _ => panic!("rank {rank}: `{name}` has a gradient in one run only"),
+            }
+        }
+        assert!(
+            model == first_model,
+            "rank {rank}: the model differs from rank 0's"
+        );
+        for (l, e) in losses.iter().zip(&one_losses) {
+            assert!(rel(*l, *e), "rank {rank}: step loss {l}, one process {e}");
+        }
+    }
+}

@@ -17,6 +17,7 @@ use candle_core::{Device, Result, Tensor};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::distributed::ProcessGroup;
 use crate::embedding::EmbeddingKind;
 use crate::ode::OdeSolver;
 use crate::params::ParamStore;
@@ -140,6 +141,21 @@ impl ScheduleTable {
     }
 }
 
+/// How a variant spreads one training run over the processes of a
+/// [`ProcessGroup`] ([`Variant::join_group`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parallelism {
+    /// Each process takes its rows of every minibatch (the trainer cuts
+    /// them and sets the step generator's [`crate::RowShard`]); the variant
+    /// sums its gradients over the processes before each optimizer step, so
+    /// every process holds the same model throughout.
+    Data,
+    /// Every process takes the whole minibatch and trains its share of the
+    /// model; the shares meet in [`Variant::sync_group`], which the trainer
+    /// calls before every evaluation and checkpoint.
+    Model,
+}
+
 /// A NoProp model with its optimizers: the unit a trainer drives.
 pub trait Variant {
     /// The variant's name ([`BuildVariant::NAME`]): the key of its
@@ -177,6 +193,26 @@ pub trait Variant {
         runs: usize,
         rng: &mut SeededRng,
     ) -> Result<Vec<Tensor>>;
+
+    /// Makes this model one of `group.size()` processes training together
+    /// (every process builds the same model from the same seed, or restores
+    /// the same checkpoint, then joins), and says how the work is split.
+    /// The default: the variant does not train across processes.
+    fn join_group(&mut self, group: ProcessGroup) -> Result<Parallelism> {
+        candle_core::bail!(
+            "{} does not train across processes ({} processes were started)",
+            self.name(),
+            group.size()
+        )
+    }
+
+    /// Makes every process's variables and optimizer state those of the
+    /// whole model (model parallelism: each process sends the share it
+    /// trains). Every process calls it at the same point. The default: the
+    /// processes already agree.
+    fn sync_group(&mut self) -> Result<()> {
+        Ok(())
+    }
 
     /// Multiplies every learning rate of the variant's optimizers by
     /// `factor` (>= 0) from the next step on: the trainer's run-long

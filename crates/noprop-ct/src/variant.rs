@@ -6,8 +6,8 @@ use std::collections::HashMap;
 
 use candle_core::{DType, Device, Result, Tensor};
 use noprop_core::{
-    BuildVariant, InferenceOptions, ModelInit, ModelSpec, ParamStore, ScheduleTable, SeededRng,
-    StepReport, Variant,
+    BuildVariant, InferenceOptions, ModelInit, ModelSpec, Parallelism, ParamStore, ProcessGroup,
+    ScheduleTable, SeededRng, StepReport, Variant,
 };
 
 use crate::config::CtConfig;
@@ -30,6 +30,15 @@ impl Variant for NoPropCt {
         rng: &mut SeededRng,
     ) -> Result<StepReport> {
         self.step(images, labels, rng)
+    }
+
+    /// Data parallel: each process takes its rows of every minibatch and
+    /// the gradients (block, head, W and the schedule) are summed before
+    /// each step (no BatchNorm in the block, so the sum is the whole
+    /// batch's gradient).
+    fn join_group(&mut self, group: ProcessGroup) -> Result<Parallelism> {
+        self.group = (group.size() > 1).then_some(group);
+        Ok(Parallelism::Data)
     }
 
     /// The probability-flow ODE from z_0 ~ N(0, I), then softmax(head(z_1));

@@ -108,6 +108,7 @@
 
 pub mod checkpoint;
 pub mod config;
+mod distributed;
 pub mod inference;
 pub mod loss;
 pub mod model;

@@ -47,6 +47,7 @@ use noprop_core::{
 };
 
 use crate::config::{DtConfig, TrainingOrder};
+use crate::distributed::BlockShare;
 use crate::names::{block_prefix, is_block_var, HEAD_PREFIX, OPTIM_PREFIX};
 
 /// Fork stream of the parameter initialisation.
@@ -72,6 +73,8 @@ pub struct NoPropDt {
     trained: Vec<usize>,
     /// The epoch announced by `begin_epoch` (sweep order).
     epoch: usize,
+    /// The blocks' split over processes (`Variant::join_group`).
+    pub(crate) share: Option<BlockShare>,
 }
 
 impl std::fmt::Debug for NoPropDt {
@@ -176,6 +179,7 @@ impl NoPropDt {
             head_optimizers,
             trained,
             epoch: 0,
+            share: None,
         })
     }
 
@@ -306,6 +310,9 @@ impl NoPropDt {
             ce += v[1];
             kl += v[2];
         }
+        // Split over processes: each summed its own blocks' denoising terms
+        // (the CE and KL terms are computed by every process alike).
+        let denoise = self.sum_denoise(denoise)?;
         Ok(StepReport {
             loss: denoise + ce + kl,
             terms: vec![

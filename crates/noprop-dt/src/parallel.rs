@@ -169,13 +169,15 @@ impl NoPropDt {
             eta: self.config.eta,
             step_seed,
         };
+        // Split over processes: this one trains its own blocks only.
+        let share = self.share.as_ref();
         let jobs: Vec<BlockJob<'_>> = self
             .blocks
             .iter()
             .zip(self.block_optimizers.iter_mut())
             .enumerate()
             .map(|(i, (block, optimizer))| (i + 1, block, optimizer))
-            .filter(|(t, _, _)| stepped.contains(t))
+            .filter(|(t, _, _)| stepped.contains(t) && share.is_none_or(|s| s.owns(*t)))
             .map(|(t, block, optimizer)| BlockJob {
                 t,
                 block,
@@ -185,9 +187,24 @@ impl NoPropDt {
         let workers = rayon::current_num_threads().clamp(1, jobs.len().max(1));
         let outcomes = run_jobs(jobs, &shared, workers)?;
 
+        // Blocks trained by other processes (`distributed.rs`): their z_T
+        // from their streams, a zero denoising term here.
+        let mut outcomes = outcomes.into_iter().peekable();
+        let mut in_order = Vec::with_capacity(stepped.len());
+        for &t in stepped {
+            match outcomes.next_if(|o| o.t == t) {
+                Some(outcome) => in_order.push(outcome),
+                None => in_order.push(BlockOutcome {
+                    t,
+                    denoise: Tensor::zeros((), u_y.dtype(), u_y.device())?,
+                    z_clean: self.replay_clean_latent(t, &u_y, step_seed)?,
+                }),
+            }
+        }
+
         let kl = kl_prior(&u_y, self.schedule.alpha_bar_noise_end())?;
-        let mut terms = Vec::with_capacity(3 * outcomes.len());
-        for outcome in outcomes {
+        let mut terms = Vec::with_capacity(3 * in_order.len());
+        for outcome in in_order {
             let ce = candle_nn::loss::cross_entropy(&self.head.forward(&outcome.z_clean)?, labels)?;
             self.head_optimizer(outcome.t).step(&ce.backward()?)?;
             terms.extend([outcome.denoise, ce.detach(), kl.detach()]);

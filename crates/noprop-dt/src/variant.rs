@@ -6,8 +6,8 @@ use std::collections::HashMap;
 
 use candle_core::{Device, Result, Tensor};
 use noprop_core::{
-    BuildVariant, InferenceOptions, ModelInit, ModelSpec, ParamStore, ScheduleTable, SeededRng,
-    StepReport, Variant,
+    BuildVariant, InferenceOptions, ModelInit, ModelSpec, Parallelism, ParamStore, ProcessGroup,
+    ScheduleTable, SeededRng, StepReport, Variant,
 };
 
 use crate::config::DtConfig;
@@ -74,6 +74,17 @@ impl Variant for NoPropDt {
 
     fn load_optimizer_state(&mut self, state: &HashMap<String, Tensor>) -> Result<()> {
         self.load_optimizer_tensors(state)
+    }
+
+    /// Model parallel: the blocks are split between the processes
+    /// (`distributed.rs`; needs `parallel_blocks`, a fixed W).
+    fn join_group(&mut self, group: ProcessGroup) -> Result<Parallelism> {
+        self.join_blocks(group)
+    }
+
+    /// Every process sends its blocks and takes the others'.
+    fn sync_group(&mut self) -> Result<()> {
+        self.sync_blocks()
     }
 
     fn config_json(&self) -> Result<serde_json::Value> {

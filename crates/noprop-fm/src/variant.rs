@@ -4,10 +4,11 @@
 
 use std::collections::HashMap;
 
-use candle_core::{Device, Result, Tensor};
+use candle_core::{DType, Device, Result, Tensor};
+use noprop_core::distributed::sum_data_parallel_step;
 use noprop_core::{
-    BuildVariant, InferenceOptions, ModelInit, ModelSpec, ParamStore, SeededRng, StepReport,
-    Variant,
+    BuildVariant, InferenceOptions, ModelInit, ModelSpec, Parallelism, ParamStore, ProcessGroup,
+    SeededRng, StepReport, Variant,
 };
 
 use crate::config::FmConfig;
@@ -30,15 +31,42 @@ impl Variant for NoPropFm {
         rng: &mut SeededRng,
     ) -> Result<StepReport> {
         let (total, flow, anchor) = self.losses(images, labels, rng)?;
-        self.optimizer.backward_step(&total)?;
-        let mut terms = vec![("flow".to_string(), flow.to_scalar::<f32>()? as f64)];
-        if let Some(ce) = anchor {
-            terms.push(("anchor_ce".to_string(), ce.to_scalar::<f32>()? as f64));
+        let mut grads = total.backward()?;
+        // One host read-out: total, flow and (with a head) the anchor CE.
+        let mut parts = vec![total.reshape(1)?, flow.reshape(1)?];
+        parts.extend(
+            anchor
+                .iter()
+                .map(|ce| ce.reshape(1))
+                .collect::<Result<Vec<_>>>()?,
+        );
+        let mut values = Tensor::cat(&parts, 0)?
+            .to_dtype(DType::F64)?
+            .to_vec1::<f64>()?;
+        sum_data_parallel_step(
+            self.group.as_ref(),
+            rng.row_shard(),
+            &mut grads,
+            &self.optimizer.named_params(),
+            &mut values,
+        )?;
+        self.optimizer.step(&grads)?;
+        let mut terms = vec![("flow".to_string(), values[1])];
+        if let Some(&ce) = values.get(2) {
+            terms.push(("anchor_ce".to_string(), ce));
         }
         Ok(StepReport {
-            loss: total.to_scalar::<f32>()? as f64,
+            loss: values[0],
             terms,
         })
+    }
+
+    /// Data parallel: each process takes its rows of every minibatch and
+    /// the gradients are summed before each step (no BatchNorm in the
+    /// block, so the sum is the whole batch's gradient).
+    fn join_group(&mut self, group: ProcessGroup) -> Result<Parallelism> {
+        self.group = (group.size() > 1).then_some(group);
+        Ok(Parallelism::Data)
     }
 
     /// Euler (or the configured solver) from z_0 ~ N(0, I); the softmax of

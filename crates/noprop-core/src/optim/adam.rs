@@ -223,6 +223,15 @@ impl Adam {
             .collect()
     }
 
+    /// Every parameter with its variable, group by group (the order of
+    /// [`Adam::param_names`]).
+    pub fn named_params(&self) -> Vec<(String, Var)> {
+        self.groups
+            .iter()
+            .flat_map(|g| g.params.iter().cloned())
+            .collect()
+    }
+
     /// Sets the learning rate of every group (e.g. from a warm-up schedule).
     pub fn set_lr(&mut self, lr: f64) {
         for g in &mut self.groups {

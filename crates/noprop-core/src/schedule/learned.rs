@@ -407,8 +407,10 @@ impl LearnedSchedule {
         let norm = cdf[cells];
         let mut times = Vec::with_capacity(n);
         let mut density = Vec::with_capacity(n);
-        for _ in 0..n {
-            let u = rng.uniform_f64() * norm;
+        // One draw per example (`uniform_f64_rows`: sharded like the
+        // batch in data-parallel training).
+        for u in rng.uniform_f64_rows(n) {
+            let u = u * norm;
             // The cell i with cdf[i] <= u < cdf[i + 1], skipping empty cells.
             let i = (cdf.partition_point(|&c| c <= u).max(1) - 1).min(cells - 1);
             let within = if probs[i] > 0.0 {
