@@ -87,6 +87,7 @@ fn train((kind, extra): Case, data: &Dataset, dir: &Path, epochs: usize, resume:
         stop: None,
         progress: false,
         log_every: std::time::Duration::ZERO,
+        group: Default::default(),
     };
     let outcome = trainer.run(model.as_mut(), checkpoint.as_ref()).unwrap();
     assert!(

@@ -393,8 +393,19 @@ pub fn main() -> ExitCode {
         eprintln!("error: {e:#}");
         return ExitCode::FAILURE;
     }
+    // `noprop train` started by an MPI launcher joins the other processes.
+    let launch = match &cli.command {
+        Command::Train(_) => match crate::distributed::launch() {
+            Ok(launch) => launch,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => crate::distributed::Launch::single(),
+    };
     let result = match &cli.command {
-        Command::Train(args) => crate::train_command::run(args),
+        Command::Train(args) => crate::train_command::run(args, &launch.group),
         Command::Eval(args) => crate::eval::run(args).map(|()| ExitCode::SUCCESS),
         Command::Predict(args) => crate::predict::run(args).map(|()| ExitCode::SUCCESS),
         Command::Info(args) => crate::info::run(args).map(|()| ExitCode::SUCCESS),
@@ -404,6 +415,13 @@ pub fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        Err(e) if launch.is_distributed() => {
+            // The other processes may be waiting for this one: end them all.
+            let g = &launch.group;
+            eprintln!("error (rank {} of {}): {e:#}", g.rank(), g.size());
+            launch.abort(1);
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

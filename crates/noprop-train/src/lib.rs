@@ -37,6 +37,7 @@ pub mod cli;
 pub mod config;
 pub mod config_docs;
 pub mod device;
+pub mod distributed;
 pub mod eval;
 pub mod export;
 pub mod gpu_check;

@@ -24,7 +24,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use noprop_core::{InferenceOptions, InferenceSettings, ModelSpec, SeededRng, Variant};
+use noprop_core::{
+    InferenceOptions, InferenceSettings, ModelSpec, Parallelism, ProcessGroup, RowShard, SeededRng,
+    Variant,
+};
 use noprop_data::{DatasetKind, Split};
 use serde::{Deserialize, Serialize};
 
@@ -221,6 +224,10 @@ pub struct Trainer<'a> {
     pub progress: bool,
     /// Without a terminal: a progress line this often (zero: none).
     pub log_every: std::time::Duration,
+    /// The processes training this run together (one, unless started by an
+    /// MPI launcher: `crate::distributed`). Rank 0 alone writes files and
+    /// evaluates.
+    pub group: ProcessGroup,
 }
 
 impl Trainer<'_> {
@@ -259,8 +266,16 @@ impl Trainer<'_> {
                 SeededRng::new(config.seed).fork(TRAIN_STREAM),
             ),
         };
+        let root = self.group.is_root();
+        // Several processes: each variant says how it splits the work.
+        let parallelism = match self.group.size() {
+            1 => None,
+            _ => Some(model.join_group(self.group.clone())?),
+        };
         let log = MetricsLog::new(self.run_dir);
-        log.truncate_to(state.epochs_done)?;
+        if root {
+            log.truncate_to(state.epochs_done)?;
+        }
         let mut last_good = resume.map(|c| {
             (
                 self.run_dir.join(LAST_CHECKPOINT),
@@ -309,8 +324,33 @@ impl Trainer<'_> {
                     model.set_lr_factor(factor)?;
                     lr_factor = factor;
                 }
+                let rows = labels.dim(0)?;
+                // Data parallel: this process's rows, and the generator
+                // drawing one process's numbers for them.
+                let (step_images, step_labels, shard) = match parallelism {
+                    Some(Parallelism::Data) => {
+                        let (rank, size) = (self.group.rank(), self.group.size());
+                        if rows < size {
+                            anyhow::bail!(
+                                "a minibatch of {rows} images cannot be shared by {size} \
+                                 processes: use a larger batch_size, data.drop_last = true, or \
+                                 fewer processes"
+                            );
+                        }
+                        let shard = RowShard::of(rows, rank, size);
+                        (
+                            images.narrow(0, shard.start, shard.len)?,
+                            labels.narrow(0, shard.start, shard.len)?,
+                            Some(shard),
+                        )
+                    }
+                    _ => (images.clone(), labels.clone(), None),
+                };
                 let started = Instant::now();
-                let report = model.train_step(&images, &labels, &mut rng)?;
+                rng.set_row_shard(shard);
+                let report = model.train_step(&step_images, &step_labels, &mut rng);
+                rng.set_row_shard(None);
+                let report = report?;
                 let seconds = started.elapsed().as_secs_f64();
                 state.step += 1;
                 if !report.loss.is_finite() {
@@ -324,31 +364,42 @@ impl Trainer<'_> {
                     .into());
                 }
                 state.batch_in_epoch += 1;
-                state.totals.add_step(&report, labels.dim(0)?, seconds);
+                state.totals.add_step(&report, rows, seconds);
                 let every = config.train_accuracy_every;
-                // Every n-th batch, and the last one, so short epochs report too.
-                if every > 0 && ((index + 1) % every == 0 || index + 1 == n_batches) {
+                // Every n-th batch, and the last one, so short epochs report
+                // too; not between the syncs of a model-parallel run (each
+                // process holds only its share of the model up to date).
+                if every > 0
+                    && ((index + 1) % every == 0 || index + 1 == n_batches)
+                    && parallelism != Some(Parallelism::Model)
+                {
                     let started = Instant::now();
-                    let settings = self.train_accuracy_settings(labels.dim(0)?);
+                    let settings = self.train_accuracy_settings(step_labels.dim(0)?);
                     let mut acc_rng = SeededRng::new(config.seed)
                         .fork(TRAIN_ACCURACY_STREAM.wrapping_add(state.step));
                     let scored = noprop_core::inference::evaluate(
                         model,
-                        &images,
-                        &labels,
+                        &step_images,
+                        &step_labels,
                         &settings,
                         &mut acc_rng,
                     )?;
-                    let (correct, n) = (scored.correct_per_run[0], scored.total);
+                    // Data parallel: every process's rows counted.
+                    let mut counts = [scored.correct_per_run[0] as f64, scored.total as f64];
+                    self.group.sum_f64(&mut counts)?;
+                    let (correct, n) = (counts[0] as u64, counts[1] as u64);
                     state
                         .totals
                         .add_accuracy(correct, n, started.elapsed().as_secs_f64());
                 }
-                progress.batch(report.loss, state.totals.train_accuracy(), labels.dim(0)?);
-                let stop = self.stop_requested();
+                progress.batch(report.loss, state.totals.train_accuracy(), rows);
+                let stop = self.agreed_stop()?;
                 if checkpointer.save_within_epoch(state.step, stop) {
-                    let path = self.save(model, &state, &rng, false)?;
-                    last_good = Some((path, state.epochs_done, state.step));
+                    model.sync_group()?;
+                    if root {
+                        let path = self.save(model, &state, &rng, false)?;
+                        last_good = Some((path, state.epochs_done, state.step));
+                    }
                 }
                 if stop {
                     progress.finish();
@@ -358,27 +409,43 @@ impl Trainer<'_> {
 
             let train_peak_rss_bytes = memory.take_peak();
             let train_peak_device_bytes = device_memory.as_ref().and_then(|d| d.take_peak());
-            let Some(mut metrics) = self.finish_epoch(model, &mut state, &progress, lr_factor)?
-            else {
+            // Every process holds the whole model from here (model
+            // parallel); rank 0 evaluates, the others only close the epoch.
+            model.sync_group()?;
+            let evaluated = match root {
+                true => self.finish_epoch(model, &mut state, &progress, lr_factor)?,
+                false => {
+                    Self::close_epoch_unevaluated(&mut state);
+                    None
+                }
+            };
+            // Rank 0 stopped during its evaluation: every process stops.
+            let stopped = self.flag_of_root(root && evaluated.is_none())?;
+            if stopped {
                 // Stopped during the evaluation: the epoch's steps are saved
                 // (batch_in_epoch = n_batches), so a resume only evaluates.
                 progress.finish();
-                self.save(model, &state, &rng, false)?;
+                if root {
+                    self.save(model, &state, &rng, false)?;
+                }
                 return Ok(TrainOutcome::Interrupted { state });
-            };
-            metrics.memory = crate::memory::MemoryUsage {
-                train_peak_rss_bytes,
-                eval_peak_rss_bytes: memory.take_peak(),
-                baseline_rss_bytes,
-                train_peak_device_bytes,
-                eval_peak_device_bytes: device_memory.as_ref().and_then(|d| d.take_peak()),
-            };
-            log.append(&metrics)?;
-            let path = self.save(model, &state, &rng, metrics.best)?;
-            last_good = Some((path, state.epochs_done, state.step));
-            progress.finish_epoch(&summary_line(&metrics, config.epochs));
-            last_epoch = Some(Box::new(metrics));
-            if self.stop_requested() && state.epochs_done < config.epochs {
+            }
+            // Rank 0: the epoch's metrics and checkpoint.
+            if let Some(mut metrics) = evaluated {
+                metrics.memory = crate::memory::MemoryUsage {
+                    train_peak_rss_bytes,
+                    eval_peak_rss_bytes: memory.take_peak(),
+                    baseline_rss_bytes,
+                    train_peak_device_bytes,
+                    eval_peak_device_bytes: device_memory.as_ref().and_then(|d| d.take_peak()),
+                };
+                log.append(&metrics)?;
+                let path = self.save(model, &state, &rng, metrics.best)?;
+                last_good = Some((path, state.epochs_done, state.step));
+                progress.finish_epoch(&summary_line(&metrics, config.epochs));
+                last_epoch = Some(Box::new(metrics));
+            }
+            if self.agreed_stop()? && state.epochs_done < config.epochs {
                 progress.finish();
                 return Ok(TrainOutcome::Interrupted { state });
             }
@@ -448,6 +515,13 @@ impl Trainer<'_> {
         Ok(Some(metrics))
     }
 
+    /// The processes other than rank 0 close an epoch without evaluating.
+    fn close_epoch_unevaluated(state: &mut TrainerState) {
+        state.epochs_done += 1;
+        state.batch_in_epoch = 0;
+        state.totals = EpochTotals::default();
+    }
+
     /// Inference for the train-accuracy measurement: one run, few ODE
     /// steps, the batch at once.
     fn train_accuracy_settings(&self, batch: usize) -> InferenceSettings {
@@ -470,6 +544,22 @@ impl Trainer<'_> {
     /// Whether a stop (Ctrl-C) was requested.
     fn stop_requested(&self) -> bool {
         self.stop.is_some_and(|s| s.load(Ordering::SeqCst))
+    }
+
+    /// Whether a stop was requested of any process (every process calls it
+    /// at the same points, so all stop after the same step).
+    fn agreed_stop(&self) -> Result<bool> {
+        let mut any = [f64::from(u8::from(self.stop_requested()))];
+        self.group.sum_f64(&mut any)?;
+        Ok(any[0] > 0.0)
+    }
+
+    /// Rank 0's `flag`, on every process.
+    fn flag_of_root(&self, flag: bool) -> Result<bool> {
+        if self.group.size() == 1 {
+            return Ok(flag);
+        }
+        Ok(self.group.broadcast_bytes(0, &[u8::from(flag)])? == [1])
     }
 
     /// The checkpoint metadata for the current state.
@@ -592,6 +682,7 @@ mod tests {
                 stop,
                 progress: false,
                 log_every: std::time::Duration::ZERO,
+                group: Default::default(),
             }
         }
     }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use anyhow::{bail, Context, Result};
-use noprop_core::ModelSpec;
+use noprop_core::{ModelSpec, ProcessGroup};
 use noprop_data::Dataset;
 
 use crate::cli::{TrainArgs, EXIT_INTERRUPTED};
@@ -29,13 +29,29 @@ use crate::train::{RunData, TrainOutcome, Trainer, BEST_CHECKPOINT, CONFIG_FILE,
 use noprop_checkpoint::atomic::write_atomic;
 use noprop_checkpoint::Checkpoint;
 
-/// Runs `noprop train`.
-pub fn run(args: &TrainArgs) -> Result<ExitCode> {
-    // The run directory's lock is held until this function returns.
-    let (config, run_dir, resume, _lock, mut fresh_start) = match &args.resume {
+/// What rank 0 prepared before training: the resolved configuration, the
+/// run directory, whether it resumes, the directory's lock and the
+/// fresh-start guard (rank 0 only).
+struct Prepared {
+    config: RunConfig,
+    run_dir: PathBuf,
+    resume: bool,
+    lock: Option<RunLock>,
+    fresh_start: Option<FreshStart>,
+}
+
+/// Prepares the run directory (rank 0; every run of one process).
+fn prepare(args: &TrainArgs) -> Result<Prepared> {
+    match &args.resume {
         Some(dir) => {
-            let (config, dir, resume, lock) = reopen(args, dir)?;
-            (config, dir, resume, lock, None)
+            let (config, run_dir, resume, lock) = reopen(args, dir)?;
+            Ok(Prepared {
+                config,
+                run_dir,
+                resume,
+                lock: Some(lock),
+                fresh_start: None,
+            })
         }
         None => {
             let config = RunConfig::load(args.config.as_deref(), &overrides(args)?, &Sections)?;
@@ -53,9 +69,76 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
             };
             write_atomic(&dir.join(CONFIG_FILE), config.to_toml()?.as_bytes())
                 .with_context(|| format!("cannot write {}", dir.join(CONFIG_FILE).display()))?;
-            (config, dir, false, lock, Some(guard))
+            Ok(Prepared {
+                config,
+                run_dir: dir,
+                resume: false,
+                lock: Some(lock),
+                fresh_start: Some(guard),
+            })
         }
-    };
+    }
+}
+
+/// What rank 0 tells the other processes after preparing the run.
+#[derive(serde::Serialize, serde::Deserialize)]
+enum Preparation {
+    Ready {
+        config_toml: String,
+        run_dir: PathBuf,
+        resume: bool,
+    },
+    Failed,
+}
+
+/// Rank 0 prepares the run directory and sends the others the resolved
+/// configuration (they never write to the directory); in one process,
+/// [`prepare`].
+fn prepare_everywhere(args: &TrainArgs, group: &ProcessGroup) -> Result<Prepared> {
+    if group.size() == 1 {
+        return prepare(args);
+    }
+    if group.is_root() {
+        let prepared = prepare(args);
+        let message = match &prepared {
+            Ok(p) => Preparation::Ready {
+                config_toml: p.config.to_toml()?,
+                run_dir: p.run_dir.clone(),
+                resume: p.resume,
+            },
+            Err(_) => Preparation::Failed,
+        };
+        group.broadcast_bytes(0, &serde_json::to_vec(&message)?)?;
+        return prepared;
+    }
+    let bytes = group.broadcast_bytes(0, &[])?;
+    match serde_json::from_slice(&bytes).context("the run rank 0 prepared")? {
+        Preparation::Ready {
+            config_toml,
+            run_dir,
+            resume,
+        } => Ok(Prepared {
+            config: RunConfig::from_toml_str(&config_toml, &Sections)
+                .context("the configuration rank 0 sent")?,
+            run_dir,
+            resume,
+            lock: None,
+            fresh_start: None,
+        }),
+        Preparation::Failed => bail!("rank 0 could not start the run (its error says why)"),
+    }
+}
+
+/// Runs `noprop train` as one of `group`'s processes (one, unless started
+/// by an MPI launcher).
+pub fn run(args: &TrainArgs, group: &ProcessGroup) -> Result<ExitCode> {
+    let Prepared {
+        config,
+        run_dir,
+        resume,
+        lock: _lock,
+        mut fresh_start,
+    } = prepare_everywhere(args, group)?;
     let device = config.device.open()?;
     let dataset_config = config.data.dataset_config()?;
     let dataset = Dataset::load(&dataset_config, &device)
@@ -135,8 +218,13 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
             class_names: dataset.class_names().map(<[String]>::to_vec),
         },
         stop: Some(&stop),
-        progress: !args.no_progress,
-        log_every: std::time::Duration::from_secs_f64(args.log_every),
+        // Rank 0 alone shows progress.
+        progress: !args.no_progress && group.is_root(),
+        log_every: match group.is_root() {
+            true => std::time::Duration::from_secs_f64(args.log_every),
+            false => std::time::Duration::ZERO,
+        },
+        group: group.clone(),
     };
     // From here on the run directory records training: keep it.
     if let Some(guard) = fresh_start.take() {
@@ -147,6 +235,9 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
         true => outcome.with_context(|| format!("resuming {}", run_dir.display()))?,
         false => outcome?,
     };
+    if !group.is_root() {
+        return Ok(ExitCode::SUCCESS);
+    }
     report(
         args,
         &config,
