@@ -181,8 +181,9 @@ impl ProcessGroup {
     }
 
     /// Data-parallel gradients: replaces each parameter's gradient in
-    /// `grads` by `sum_r weight_r * grad_r` over the ranks (rank order,
-    /// accumulated in f64, rounded once to the parameter's dtype), where
+    /// `grads` by `sum_r weight_r * grad_r` over the ranks (each rank sends
+    /// its f32 gradient and weight; rank order, accumulated in f64, rounded
+    /// once to the parameter's dtype), where
     /// this rank's weight is `weight` (its [`RowShard::weight`]). `params`
     /// must list the same parameters in the same order on every rank (an
     /// optimizer's, sorted by name). A parameter without a gradient on a
@@ -197,32 +198,56 @@ impl ProcessGroup {
         if self.size() == 1 && weight == 1.0 {
             return Ok(());
         }
-        // One flat f64 buffer: a presence flag per parameter, then every
-        // present gradient's values, in `params` order.
-        let mut sizes = Vec::with_capacity(params.len());
-        let mut flat: Vec<f64> = Vec::new();
+        // This rank's message: its weight (f64), a presence flag per
+        // parameter, then every present gradient's values as f32 (what the
+        // gradients are; half the bytes of f64), in `params` order.
+        let mut message = weight.to_le_bytes().to_vec();
         for (_, var) in params {
-            sizes.push(var.elem_count());
-            flat.push(f64::from(u8::from(grads.get(var.as_tensor()).is_some())));
+            message.push(u8::from(grads.get(var.as_tensor()).is_some()));
         }
-        for (_, var) in params {
-            match grads.get(var.as_tensor()) {
-                Some(g) => {
-                    let g = g.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
-                    flat.extend(g.into_iter().map(|v| v * weight));
+        for (name, var) in params {
+            if let Some(g) = grads.get(var.as_tensor()) {
+                if g.elem_count() != var.elem_count() {
+                    candle_core::bail!("gradient of `{name}` has {} values", g.elem_count());
                 }
-                None => flat.extend(std::iter::repeat_n(0.0, var.elem_count())),
+                let g = g.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+                message.extend(g.iter().flat_map(|v| v.to_le_bytes()));
             }
         }
-        self.sum_f64(&mut flat)?;
-        let (flags, mut values) = flat.split_at(params.len());
-        for ((name, var), (&present, &n)) in params.iter().zip(flags.iter().zip(&sizes)) {
-            let (mine, rest) = values.split_at(n);
-            values = rest;
-            if present == 0.0 {
-                continue;
+        let all = self.all_gather_bytes(&message)?;
+        // sum_r w_r g_r, rank by rank, in f64.
+        let mut sums: Vec<Option<Vec<f64>>> = vec![None; params.len()];
+        for (rank, part) in all.iter().enumerate() {
+            let bad = || candle_core::Error::Msg(format!("gradients from rank {rank}: malformed"));
+            if part.len() < 8 + params.len() {
+                return Err(bad());
             }
-            let summed = Tensor::from_vec(mine.to_vec(), var.shape(), var.device())
+            let w = f64::from_le_bytes(part[..8].try_into().expect("8 bytes"));
+            let (flags, mut values) = part[8..].split_at(params.len());
+            for ((sum, (_, var)), &flag) in sums.iter_mut().zip(params).zip(flags) {
+                if flag == 0 {
+                    continue;
+                }
+                let n = var.elem_count();
+                if values.len() < 4 * n {
+                    return Err(bad());
+                }
+                let (mine, rest) = values.split_at(4 * n);
+                values = rest;
+                let sum = sum.get_or_insert_with(|| vec![0.0; n]);
+                for (acc, c) in sum.iter_mut().zip(mine.chunks_exact(4)) {
+                    *acc += w * f64::from(f32::from_le_bytes(c.try_into().expect("4 bytes")));
+                }
+            }
+            if !values.is_empty() {
+                return Err(bad());
+            }
+        }
+        for ((name, var), sum) in params.iter().zip(sums) {
+            let Some(sum) = sum else {
+                continue;
+            };
+            let summed = Tensor::from_vec(sum, var.shape(), var.device())
                 .and_then(|t| t.to_dtype(var.dtype()))
                 .map_err(|e| candle_core::Error::Msg(format!("gradient of `{name}`: {e}")))?;
             grads.insert(var.as_tensor(), summed);
