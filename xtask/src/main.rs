@@ -5,6 +5,7 @@
 
 mod bench;
 mod cuda;
+mod distributed;
 mod memory;
 mod process;
 mod reproduce;
@@ -46,6 +47,8 @@ enum Task {
     Memory(memory::MemoryArgs),
     /// The variant crates used alone (tests/standalone) agree with `noprop`.
     Standalone(standalone::StandaloneArgs),
+    /// Training time of one process against `mpirun -np N` (feature mpi).
+    Distributed(distributed::DistributedArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -70,6 +73,7 @@ fn run(cli: Cli) -> Result<()> {
         Task::Bench(args) => bench::run(&args),
         Task::Memory(args) => memory::run(&args),
         Task::Standalone(args) => standalone::run(&args),
+        Task::Distributed(args) => distributed::run(&args),
     }
 }
 
