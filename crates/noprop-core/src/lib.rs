@@ -19,6 +19,7 @@
 //! | [`params`] | [`ParamStore`]: seeded `VarBuilder` backend, sorted names | all |
 //! | [`variant`] | [`Variant`], [`BuildVariant`], [`VariantConfig`]: what a trainer drives and builds | variants, trainer |
 //! | [`inference`] | batching, several runs, ensemble, accuracy ([`inference::evaluate`]) | variants, trainer |
+//! | [`distributed`] | [`ProcessGroup`] (one all-gather; sums in rank order), [`RowShard`], gradient sums of data parallelism | variants, trainer |
 //! | [`stats`] | [`stats::median`] of host values | embedding, trainer, bench, xtask |
 //!
 //! Conventions: host scalars are `f64`; tensors are f32 unless a caller

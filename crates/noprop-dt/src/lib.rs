@@ -20,7 +20,9 @@
 //!   (one-hot W, all-blocks order) the blocks of a minibatch train
 //!   concurrently, one per worker thread, and the head steps once per block
 //!   loss in block order afterwards: the same updates, from per-block random
-//!   streams (`parallel.rs`).
+//!   streams (`parallel.rs`). The same step splits the blocks over
+//!   processes (`Variant::join_group`, `distributed.rs`): each trains its
+//!   share, bitwise as one process would.
 //! - **Schedule**: the reversed improved-DDPM cosine of
 //!   [`noprop_core::CosineSchedule`], clean end clipped at `alpha_bar_max`
 //!   (default 0.9999), eta = 0.1.
